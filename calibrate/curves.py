@@ -87,6 +87,8 @@ def _as_truth(positive, n: int, name: str = "positive") -> np.ndarray:
         )
     if arr.dtype == np.bool_:
         return arr
+    if arr.size == 0:
+        return arr.astype(bool)
     if np.issubdtype(arr.dtype, np.integer):
         if arr.size and (arr.min() < 0 or arr.max() > 1):
             raise InputError(

@@ -1,0 +1,154 @@
+"""The detector protocol, its result types and its error taxonomy.
+
+A detector turns one labeled image into zero or more results ``(label, score, box)``
+in its own score scale. The runner (:mod:`calibrate.runner`) calls
+:meth:`Detector.detect` concurrently, retries :class:`RetryableError`, records an
+:class:`ImageError` as a failure of that image and moves on, and stops the whole run on
+:class:`FatalDetectorError` (bad credentials, a missing model): retrying those would
+only burn quota. Any other exception is treated as a per-image failure and recorded
+with its type and message; it is never turned into a score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from calibrate.errors import CalibrateError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from calibrate.manifest import LabeledImage
+
+__all__ = [
+    "Box",
+    "Detection",
+    "Detector",
+    "DetectorError",
+    "FatalDetectorError",
+    "ImageError",
+    "Result",
+    "RetryableError",
+]
+
+
+class DetectorError(CalibrateError):
+    """Base class of errors a detector raises on purpose."""
+
+    kind = "error"
+
+
+class RetryableError(DetectorError):
+    """A transient failure (throttling, timeout, 5xx): the same call may succeed later.
+
+    Parameters
+    ----------
+    message : str
+    retry_after : float, optional
+        Seconds the service asked the client to wait, when it said so.
+    """
+
+    kind = "retryable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ImageError(DetectorError):
+    """This image cannot be scored (unreadable, too large, wrong format): skip it."""
+
+    kind = "image"
+
+
+class FatalDetectorError(DetectorError):
+    """The detector cannot work at all (bad credentials, no such model): stop the run."""
+
+    kind = "fatal"
+
+
+@dataclass(frozen=True)
+class Box:
+    """A result's bounding box.
+
+    Attributes
+    ----------
+    x_min, y_min, x_max, y_max : float
+    unit : {"pixel", "ratio"}
+        Pixels of the (EXIF-oriented) image, or ratios of its width and height as
+        Rekognition reports them.
+    """
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+    unit: str = "pixel"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One thing a detector reported: a label, its score, and optionally where.
+
+    Attributes
+    ----------
+    label : str
+        As the detector names it; label matching is the caller's business.
+    score : float
+        In the detector's own scale (Viam 0-1, Rekognition 0-100).
+    box : Box, optional
+    """
+
+    label: str
+    score: float
+    box: Box | None = None
+
+
+@dataclass
+class Detection:
+    """Everything one detector call returned for one image.
+
+    Attributes
+    ----------
+    results : list of Result
+        Possibly empty: a label with no result on an image scores ``-inf`` there.
+    raw : object, optional
+        The response as the service sent it (JSON-serialisable), kept for audit.
+    """
+
+    results: list[Result] = field(default_factory=list)
+    raw: Any = None
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the runner needs from a detector.
+
+    Attributes
+    ----------
+    name : str
+        Detector family and configuration, e.g. ``"surface-defect"``.
+    model_version : str
+        Scores are comparable only within one version; part of every score's key.
+    labels : tuple of str or None
+        Every label the detector can emit, when known (used to record "no result").
+    kind : {"io", "cpu"}
+        ``"io"`` detectors (network calls) run in threads; ``"cpu"`` detectors in
+        worker processes.
+    detection_floor : float or None
+        Lowest score the detector can report at all (a service-side cutoff); scores
+        below it are censored and reports say so.
+    """
+
+    name: str
+    model_version: str
+    labels: tuple[str, ...] | None
+    kind: str
+    detection_floor: float | None
+
+    def detect(self, image: LabeledImage) -> Detection:
+        """Score one image. Raise a :class:`DetectorError` subclass on failure."""
+        ...
+
+    def settings(self) -> dict[str, Any]:
+        """Settings that affect scores (recorded with the run; never credentials)."""
+        ...

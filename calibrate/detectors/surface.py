@@ -1,0 +1,361 @@
+"""A classical surface-defect detector for the bundled parts set, in two model versions.
+
+:class:`SurfaceDefectDetector` scores grayscale images of machined surfaces for four
+defect labels with linear filters applied in one FFT pass:
+
+* ``scratch`` - a bank of oriented line filters (negative second derivative of a
+  Gaussian across the line, a long Gaussian along it), bright polarity;
+* ``crack`` - the same kind of bank, shorter, dark polarity;
+* ``dent`` - a difference of Gaussians, dark polarity;
+* ``spot`` - a scale-normalised Laplacian of Gaussian, either polarity.
+
+The strongest response of each label anywhere in the image (away from a thin border) is
+mapped to 0-1 with a logistic, and reported with a pixel box around where it occurred.
+Every label gets a result on every image, so there is never "no result".
+
+The two versions stand for an old and a retrained model:
+
+* ``"v1"`` reads responses in fixed intensity units (as if trained at one exposure).
+* ``"v2"`` normalises each image by its own robust noise level (median absolute
+  deviation of a fine Laplacian), uses different filter scales, discounts line
+  responses along the brushing direction, and maps responses to 0-1 with a different
+  logistic. Its score distributions differ from v1's, so a threshold tuned on v1 is
+  wrong for v2: recalibrate after every retraining.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import scipy.fft
+
+from calibrate.detectors.base import Box, Detection, ImageError, Result
+from calibrate.errors import InputError
+
+__all__ = ["SurfaceDefectDetector", "VERSIONS"]
+
+_LABELS = ("scratch", "dent", "spot", "crack")
+
+
+@dataclass(frozen=True)
+class _Version:
+    """Filter parameters and response-to-score mapping of one model version."""
+
+    normalise: str  # "fixed": divide by `intensity_scale`; "robust": by the image's MAD noise
+    intensity_scale: float
+    line_normalise: str  # "fixed": as `normalise`; "per_orientation": each line filter's own MAD
+    line_angles: int
+    scratch_width: float  # sigma across the line, pixels
+    scratch_length: float  # sigma along the line, pixels
+    crack_width: float
+    crack_length: float
+    brush_discount: float  # multiplier for line responses within 12 deg of horizontal
+    dent_sigmas: tuple[float, float]
+    spot_sigmas: tuple[float, ...]
+    border: int
+    # logistic per label: score = 1 / (1 + exp(-(response - centre) / width))
+    centre: dict[str, float]
+    width: dict[str, float]
+
+
+VERSIONS: dict[str, _Version] = {
+    "v1": _Version(
+        normalise="fixed",
+        intensity_scale=0.02,
+        line_normalise="fixed",
+        line_angles=12,
+        scratch_width=0.8,
+        scratch_length=4.0,
+        crack_width=0.7,
+        crack_length=2.5,
+        brush_discount=0.4,
+        dent_sigmas=(2.5, 6.0),
+        spot_sigmas=(1.5,),
+        border=4,
+        centre={"scratch": 0.0, "dent": 0.0, "spot": 0.0, "crack": 0.0},
+        width={"scratch": 1.0, "dent": 1.0, "spot": 1.0, "crack": 1.0},
+    ),
+    "v2": _Version(
+        normalise="robust",
+        intensity_scale=1.0,
+        line_normalise="per_orientation",
+        line_angles=16,
+        scratch_width=0.7,
+        scratch_length=6.0,
+        crack_width=0.6,
+        crack_length=2.0,
+        brush_discount=1.0,
+        dent_sigmas=(3.0, 8.0),
+        spot_sigmas=(1.2, 1.8, 2.5),
+        border=4,
+        centre={"scratch": 0.0, "dent": 0.0, "spot": 0.0, "crack": 0.0},
+        width={"scratch": 1.0, "dent": 1.0, "spot": 1.0, "crack": 1.0},
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Filter bank
+# ---------------------------------------------------------------------------------------
+
+
+def _line_kernel(theta: float, width: float, length: float, half: int) -> np.ndarray:
+    """Oriented ridge filter: -d2/dc2 Gaussian across, Gaussian along; zero mean, unit L2."""
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    along = x * math.cos(theta) + y * math.sin(theta)
+    across = -x * math.sin(theta) + y * math.cos(theta)
+    q = (across / width) ** 2
+    k = (1.0 - q) * np.exp(-0.5 * q) * np.exp(-0.5 * (along / length) ** 2)
+    k -= k.mean()
+    return k / np.sqrt((k * k).sum())
+
+
+def _gauss(sigma: float, half: int) -> np.ndarray:
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    g = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def _dog_kernel(s1: float, s2: float, half: int) -> np.ndarray:
+    k = _gauss(s1, half) - _gauss(s2, half)
+    k -= k.mean()
+    return k / np.sqrt((k * k).sum())
+
+
+def _log_kernel(sigma: float, half: int) -> np.ndarray:
+    """Scale-normalised negative Laplacian of Gaussian (positive on a dark-centred blob
+    is the convention of -LoG on bright blobs; polarity is taken in absolute value)."""
+    y, x = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    r2 = (x * x + y * y) / (sigma * sigma)
+    k = (r2 - 2.0) * np.exp(-0.5 * r2)
+    k -= k.mean()
+    return k / np.sqrt((k * k).sum())
+
+
+class _Bank:
+    """All kernels of one version, embedded in one FFT grid for a given image shape."""
+
+    def __init__(self, spec: _Version, shape: tuple[int, int]):
+        self.pad = 12
+        half = self.pad
+        kernels: list[np.ndarray] = []
+        slices: dict[str, slice] = {}
+        angles = [math.pi * i / spec.line_angles for i in range(spec.line_angles)]
+        self.line_angles = np.array(angles)
+
+        def add(name, ks):
+            start = len(kernels)
+            kernels.extend(ks)
+            slices[name] = slice(start, len(kernels))
+
+        add("scratch", [_line_kernel(a, spec.scratch_width, spec.scratch_length, half) for a in angles])
+        add("crack", [_line_kernel(a, spec.crack_width, spec.crack_length, half) for a in angles])
+        add("dent", [_dog_kernel(*spec.dent_sigmas, half)])
+        add("spot", [_log_kernel(s, half) for s in spec.spot_sigmas])
+        add("noise", [_log_kernel(0.8, half)])
+        self.slices = slices
+        h, w = shape
+        H = scipy.fft.next_fast_len(h + 2 * half, real=True)
+        W = scipy.fft.next_fast_len(w + 2 * half, real=True)
+        stack = np.zeros((len(kernels), H, W))
+        for i, k in enumerate(kernels):
+            # place the kernel centred at the origin (circular), so output aligns with input
+            kk = k[::-1, ::-1]  # convolution = correlation with the flipped kernel
+            n = kk.shape[0]
+            stack[i, :n, :n] = kk
+            stack[i] = np.roll(stack[i], (-half, -half), axis=(0, 1))
+        self.fft = scipy.fft.rfft2(stack).astype(np.complex64)
+        self.shape = (H, W)
+        # brushing direction is horizontal (theta 0 or pi): discount those line filters
+        near = np.minimum(self.line_angles, math.pi - self.line_angles) < math.radians(12)
+        self.line_weight = np.where(near, spec.brush_discount, 1.0)[:, None, None]
+
+    def apply(self, gray: np.ndarray) -> np.ndarray:
+        p = self.pad
+        h, w = gray.shape
+        H, W = self.shape
+        padded = np.pad(gray.astype(np.float32), ((p, H - h - p), (p, W - w - p)), mode="reflect")
+        spec = scipy.fft.rfft2(padded)
+        out = scipy.fft.irfft2(spec[None] * self.fft, s=self.shape, overwrite_x=True)
+        return out[:, p : p + h, p : p + w]
+
+
+def _robust_z(stack: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 MAD) of every map of a (k, h, w) stack, map by map."""
+    flat = stack.reshape(stack.shape[0], -1)
+    med = np.median(flat, axis=1)
+    mad = np.median(np.abs(flat - med[:, None]), axis=1)
+    mad = np.maximum(1.4826 * mad, 1e-6)
+    return (stack - med[:, None, None]) / mad[:, None, None]
+
+
+# ---------------------------------------------------------------------------------------
+# Detector
+# ---------------------------------------------------------------------------------------
+
+
+class SurfaceDefectDetector:
+    """Classical filter-bank detector of scratches, dents, spots and cracks.
+
+    Parameters
+    ----------
+    version : {"v1", "v2"}, default "v1"
+        Model version; scores of different versions are not comparable.
+
+    Attributes
+    ----------
+    name : str
+        ``"surface-defect"``.
+    model_version : str
+    labels : tuple of str
+        ``("scratch", "dent", "spot", "crack")``; every image gets one result per label.
+    kind : str
+        ``"cpu"``.
+    detection_floor : None
+        Every response is reported; nothing is censored.
+
+    Examples
+    --------
+    >>> from calibrate.detectors.surface import SurfaceDefectDetector
+    >>> det = SurfaceDefectDetector("v2")
+    >>> det.name, det.model_version, det.labels
+    ('surface-defect', 'v2', ('scratch', 'dent', 'spot', 'crack'))
+    """
+
+    name = "surface-defect"
+    labels = _LABELS
+    kind = "cpu"
+    detection_floor = None
+
+    def __init__(self, version: str = "v1"):
+        if version not in VERSIONS:
+            raise InputError(
+                f"unknown surface-defect model version {version!r}; choose one of "
+                f"{', '.join(sorted(VERSIONS))}."
+            )
+        self.model_version = version
+        self._spec = VERSIONS[version]
+        self._banks: dict[tuple[int, int], _Bank] = {}
+
+    def __repr__(self) -> str:
+        return f"SurfaceDefectDetector(version={self.model_version!r})"
+
+    def __getstate__(self):  # send to worker processes without the cached FFTs
+        return {"model_version": self.model_version}
+
+    def __setstate__(self, state):
+        self.__init__(state["model_version"])
+
+    def settings(self) -> dict[str, Any]:
+        """The filter parameters and score mapping of this version."""
+        d = asdict(self._spec)
+        d["dent_sigmas"] = list(d["dent_sigmas"])
+        d["spot_sigmas"] = list(d["spot_sigmas"])
+        d["version"] = self.model_version
+        return d
+
+    # -- scoring --------------------------------------------------------------------
+
+    def _bank(self, shape: tuple[int, int]) -> _Bank:
+        bank = self._banks.get(shape)
+        if bank is None:
+            bank = self._banks[shape] = _Bank(self._spec, shape)
+        return bank
+
+    def responses(self, gray: np.ndarray) -> dict[str, tuple[float, int, int]]:
+        """Strongest raw response per label and where, before the logistic.
+
+        Parameters
+        ----------
+        gray : numpy.ndarray, shape (h, w)
+            Intensities in 0-1.
+
+        Returns
+        -------
+        dict
+            label -> ``(response, row, col)``.
+        """
+        spec = self._spec
+        bank = self._bank(gray.shape)
+        r = bank.apply(gray)
+        b = spec.border
+        r = r[:, b:-b, b:-b]
+        if spec.normalise == "robust":
+            fine = r[bank.slices["noise"]][0]
+            scale = 1.4826 * float(np.median(np.abs(fine - np.median(fine))))
+            scale = max(scale, 1e-4)
+        else:
+            scale = spec.intensity_scale
+        scratch = r[bank.slices["scratch"]]
+        crack = -r[bank.slices["crack"]]
+        if spec.line_normalise == "per_orientation":
+            # each orientation in units of its own spread over the image: the brushed
+            # texture inflates the spread of the filters along it, so they count less
+            scratch, crack = _robust_z(scratch), _robust_z(crack)
+        else:
+            scratch, crack = scratch / scale, crack / scale
+        maps = {
+            "scratch": (scratch * bank.line_weight).max(axis=0),
+            "crack": (crack * bank.line_weight).max(axis=0),
+            "dent": -r[bank.slices["dent"]][0] / scale,
+            "spot": np.abs(r[bank.slices["spot"]]).max(axis=0) / scale,
+        }
+        out = {}
+        for label, m in maps.items():
+            i = int(np.argmax(m))
+            row, col = divmod(i, m.shape[1])
+            out[label] = (float(m.flat[i]), row + b, col + b)
+        return out
+
+    def _box(self, label: str, row: int, col: int, shape: tuple[int, int]) -> Box:
+        spec = self._spec
+        half = {
+            "scratch": 2.0 * spec.scratch_length,
+            "crack": 2.5 * spec.crack_length,
+            "dent": 1.5 * spec.dent_sigmas[0],
+            "spot": 2.0 * max(spec.spot_sigmas),
+        }[label]
+        h, w = shape
+        return Box(
+            x_min=float(max(col - half, 0.0)),
+            y_min=float(max(row - half, 0.0)),
+            x_max=float(min(col + half + 1, w)),
+            y_max=float(min(row + half + 1, h)),
+            unit="pixel",
+        )
+
+    def score_array(self, pixels: np.ndarray) -> Detection:
+        """Score decoded pixels: ``uint8`` of shape (h, w) or (h, w, 3)."""
+        arr = np.asarray(pixels)
+        if arr.ndim == 3:
+            arr = arr[..., :3].mean(axis=2)
+        if arr.ndim != 2 or min(arr.shape) < 2 * self._spec.border + 8:
+            raise ImageError(
+                f"surface-defect needs a 2-D or RGB image at least "
+                f"{2 * self._spec.border + 8} pixels on a side, got shape {np.shape(pixels)}."
+            )
+        gray = arr.astype(np.float64) / 255.0
+        spec = self._spec
+        results = []
+        raw = {}
+        for label, (resp, row, col) in self.responses(gray).items():
+            z = (resp - spec.centre[label]) / spec.width[label]
+            score = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+            results.append(Result(label, score, self._box(label, row, col, gray.shape)))
+            raw[label] = {"response": round(resp, 6), "row": row, "col": col}
+        order = {k: i for i, k in enumerate(_LABELS)}
+        results.sort(key=lambda res: order[res.label])
+        return Detection(results=results, raw=raw)
+
+    def detect(self, image) -> Detection:
+        """Score one labeled image; an unreadable file raises :class:`ImageError`."""
+        try:
+            pixels = image.to_array()
+        except ImageError:
+            raise
+        except Exception as exc:  # any decoding failure: this image cannot be scored
+            raise ImageError(f"surface-defect cannot read image {image.image_id!r}: {exc}") from None
+        return self.score_array(pixels)

@@ -1,0 +1,66 @@
+"""Brute-force references: every candidate threshold evaluated directly, row by row.
+
+Deliberately naive and independent of calibrate's code paths (no cumulative sums, no
+count table, bounds from scipy's binomtest rather than the beta quantile).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import beta, binomtest
+
+
+def brute_curve(scores, positive):
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(positive, dtype=bool)
+    thresholds = sorted(set(s.tolist()), reverse=True)
+    fp = [int(np.sum((s >= t) & ~y)) for t in thresholds]
+    fn = [int(np.sum((s < t) & y)) for t in thresholds]
+    return np.array(thresholds), np.array(fp), np.array(fn)
+
+
+def cp_upper(k: int, n: int, confidence: float) -> float:
+    if k >= n:
+        return 1.0
+    # One-sided upper bound at c is the upper end of the two-sided interval at 2c - 1.
+    ci = binomtest(k, n).proportion_ci(confidence_level=2 * confidence - 1, method="exact")
+    return float(ci.high)
+
+
+def brute_points(scores, positive, *, action, cost_false_accept, cost_false_reject,
+                 prevalence=None, max_false_accept_rate=None, max_false_reject_rate=None,
+                 confidence=0.95):
+    """Every candidate threshold (+inf included) with its counts, cost and feasibility."""
+    s = np.asarray(scores, dtype=float)
+    y = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    pi = n_pos / (n_pos + n_neg) if prevalence is None else prevalence
+    rows = []
+    for t in [math.inf] + sorted(set(s.tolist()), reverse=True):
+        fires = s >= t
+        fp = int(np.sum(fires & ~y))
+        fn = int(np.sum(~fires & y))
+        if action == "reject":
+            fa, n_fa, fr, n_fr = fn, n_pos, fp, n_neg
+            cost = cost_false_accept * pi * fn / n_pos + cost_false_reject * (1 - pi) * fp / n_neg
+        else:
+            fa, n_fa, fr, n_fr = fp, n_neg, fn, n_pos
+            cost = cost_false_accept * (1 - pi) * fp / n_neg + cost_false_reject * pi * fn / n_pos
+        ok = True
+        if max_false_accept_rate is not None:
+            ok &= cp_upper(fa, n_fa, confidence) <= max_false_accept_rate
+        if max_false_reject_rate is not None:
+            ok &= cp_upper(fr, n_fr, confidence) <= max_false_reject_rate
+        rows.append({"threshold": t, "fp": fp, "fn": fn, "fa": fa, "fr": fr,
+                     "cost": cost, "feasible": bool(ok)})
+    return rows
+
+
+def brute_samples_needed(limit, confidence, errors, n):
+    """Linear scan over extra samples, with the bound from the beta quantile directly."""
+    m = 0
+    while n + m <= errors or beta.ppf(confidence, errors + 1, n + m - errors) > limit:
+        m += 1
+    return m
