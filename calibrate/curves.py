@@ -114,6 +114,8 @@ def _run_lengths(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new = np.empty(sorted_values.size, dtype=bool)
     new[0] = True
     np.not_equal(sorted_values[1:], sorted_values[:-1], out=new[1:])
+    if new.all():  # continuous scores: no ties, skip the gather
+        return sorted_values, np.ones(sorted_values.size, dtype=np.int64)
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, sorted_values.size))
     return sorted_values[starts], counts.astype(np.int64, copy=False)
@@ -136,8 +138,13 @@ def _merge_runs(
         return values, empty, empty.copy()
     order = np.argsort(values, kind="stable")
     merged = values[order]
-    pos = np.concatenate([np.zeros(neg_values.size, np.int64), pos_counts])[order]
-    neg = np.concatenate([neg_counts, np.zeros(pos_values.size, np.int64)])[order]
+    from_pos = order >= neg_values.size
+    # The merge keeps each run's own order, so the positives' counts land in the merged
+    # array in sequence: a masked store instead of a gather.
+    pos = np.zeros(merged.size, dtype=np.int64)
+    neg = np.zeros(merged.size, dtype=np.int64)
+    pos[from_pos] = pos_counts
+    neg[~from_pos] = neg_counts
     new = np.empty(merged.size, dtype=bool)
     new[0] = True
     np.not_equal(merged[1:], merged[:-1], out=new[1:])
@@ -343,8 +350,9 @@ class ErrorCurve:
         n_pos, n_neg = table.total_positive, table.total_negative
         _require_both_classes(n_pos, n_neg)
         fp = np.cumsum(table.n_negative[::-1])
-        fn = n_pos - np.cumsum(table.n_positive[::-1])
-        return cls(table.scores[::-1].copy(), fp, fn, n_pos, n_neg)
+        fn = np.cumsum(table.n_positive[::-1])
+        np.subtract(n_pos, fn, out=fn)
+        return cls(table.scores[::-1], fp, fn, n_pos, n_neg)
 
     @property
     def true_positives(self) -> np.ndarray:

@@ -28,12 +28,16 @@ from calibrate.errors import InputError, NoRankingInformationWarning
 
 __all__ = [
     "ACTIONS",
+    "LabelThreshold",
     "LimitCheck",
     "Policy",
+    "PolicySet",
     "ThresholdChoice",
     "choose_threshold",
     "choose_threshold_from_curve",
+    "choose_thresholds",
     "evaluate_threshold",
+    "load_policy_file",
 ]
 
 ACTIONS = ("reject", "accept")
@@ -377,19 +381,54 @@ def _lowest_cost(cost: np.ndarray, fa: np.ndarray, allowed: np.ndarray) -> int |
     return int(sel[np.argmin(fa[sel])])
 
 
+def _feasible_range(curve: ErrorCurve, policy: Policy) -> tuple[int, int]:
+    """Candidate indices ``lo..hi-1`` (0 = never fire, i + 1 = ``thresholds[i]``) that
+    meet every limit.
+
+    False negatives only fall and false positives only rise as the threshold goes down,
+    so the candidates within both allowances form one contiguous run, found by
+    bisection instead of a pass over every threshold.
+    """
+    allow_fn, allow_fp = _error_allowances(policy, curve.n_positive, curve.n_negative)
+    lo, hi = 0, len(curve) + 1
+    if np.isfinite(allow_fn) and curve.n_positive > allow_fn:
+        # first curve index with fn <= allow_fn (fn is non-increasing)
+        lo = 1 + int(np.searchsorted(-curve.false_negatives, -allow_fn, side="left"))
+    if np.isfinite(allow_fp):
+        if allow_fp < 0:
+            return 0, 0
+        # candidates with fp <= allow_fp: never fire, plus a prefix of the curve
+        hi = 1 + int(np.searchsorted(curve.false_positives, allow_fp, side="right"))
+    return lo, max(lo, hi)
+
+
+def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
+    """Index of the cost-minimal candidate in ``lo..hi-1`` under the tie rule."""
+    w_fn, w_fp, _ = _cost_weights(policy, curve.n_positive, curve.n_negative)
+    a, b = max(lo, 1) - 1, hi - 1  # slice of the curve arrays covered by the range
+    cost = w_fn * curve.false_negatives[a:b] + w_fp * curve.false_positives[a:b]
+    best, where = np.inf, -1
+    if lo == 0:  # never fire: no false positives, every positive missed
+        best, where = w_fn * curve.n_positive, 0
+    if cost.size:
+        m = cost.min()
+        ties = np.flatnonzero(cost == m)
+        fa = (curve.false_negatives if policy.action == "reject" else curve.false_positives)[
+            a + ties
+        ]
+        j = int(ties[np.argmin(fa)])  # fewest false accepts, then the smallest index
+        # Never fire has the fewest false positives and the most false negatives.
+        if m < best or (m == best and policy.action == "reject" and fa.min() < curve.n_positive):
+            best, where = m, a + j + 1
+    return where
+
+
 def choose_threshold_from_curve(curve: ErrorCurve, policy: Policy) -> ThresholdChoice:
     """Cost-minimal threshold of a ready curve under a policy.
 
     See :func:`choose_threshold` for the rules; this entry point skips rebuilding the
     curve (e.g. when it came from the store's count table).
     """
-    thr, fp, fn = curve.with_never_fire()
-    n_pos, n_neg = curve.n_positive, curve.n_negative
-    w_fn, w_fp, _ = _cost_weights(policy, n_pos, n_neg)
-    cost = w_fn * fn + w_fp * fp
-    fa = fn if policy.action == "reject" else fp
-    allow_fn, allow_fp = _error_allowances(policy, n_pos, n_neg)
-    within = (fn <= allow_fn) & (fp <= allow_fp)
     status, preamble = "ok", ""
     if not curve.has_ranking_information:
         status = "no_ranking_information"
@@ -399,32 +438,51 @@ def choose_threshold_from_curve(curve: ErrorCurve, policy: Policy) -> ThresholdC
             "nothing. Do not treat this as a tuned threshold."
         )
         warnings.warn(preamble, NoRankingInformationWarning, stacklevel=3)
-    i = _lowest_cost(cost, fa, within)
+    lo, hi = _feasible_range(curve, policy)
+    if hi > lo:
+        i = _cheapest_in(curve, policy, lo, hi)
+        thr, fp, fn = _candidate(curve, i)
+        return _describe(curve, policy, thr, fp, fn, status, preamble)
+
+    # No threshold can be shown to meet the limits. Report the cheapest threshold whose
+    # observed rates meet them (so samples_needed says how much more data would prove
+    # it), or failing that the unconstrained optimum, and say so. Rare path: full arrays.
+    thr, fp, fn = curve.with_never_fire()
+    n_pos, n_neg = curve.n_positive, curve.n_negative
+    w_fn, w_fp, _ = _cost_weights(policy, n_pos, n_neg)
+    cost = w_fn * fn + w_fp * fp
+    reject = policy.action == "reject"
+    fa, fr = (fn, fp) if reject else (fp, fn)
+    fa_n, fr_n = (n_pos, n_neg) if reject else (n_neg, n_pos)
+    point_ok = np.ones(thr.size, dtype=bool)
+    if policy.max_false_accept_rate is not None:
+        point_ok &= fa <= policy.max_false_accept_rate * fa_n
+    if policy.max_false_reject_rate is not None:
+        point_ok &= fr <= policy.max_false_reject_rate * fr_n
+    i = _lowest_cost(cost, fa, point_ok)
+    how = "whose observed rates are within the limits"
     if i is None:
-        # No threshold can be shown to meet the limits. Report the cheapest threshold
-        # whose observed rates meet them (so samples_needed says how much more data would
-        # prove it), or failing that the unconstrained optimum, and say so.
-        fa_n = n_pos if policy.action == "reject" else n_neg
-        fr_n = n_neg if policy.action == "reject" else n_pos
-        fr = fp if policy.action == "reject" else fn
-        point_ok = np.ones(thr.size, dtype=bool)
-        if policy.max_false_accept_rate is not None:
-            point_ok &= fa <= policy.max_false_accept_rate * fa_n
-        if policy.max_false_reject_rate is not None:
-            point_ok &= fr <= policy.max_false_reject_rate * fr_n
-        i = _lowest_cost(cost, fa, point_ok)
-        how = "whose observed rates are within the limits"
-        if i is None:
-            i = _lowest_cost(cost, fa, np.ones(thr.size, dtype=bool))
-            how = "without the limits (even the observed rates cannot meet them together)"
-        msg = (
-            f"No threshold meets every limit at {policy.confidence:.0%} confidence; shown is "
-            f"the cost-minimal threshold {how}."
-        )
-        preamble = f"{preamble} {msg}".strip()
-        if status == "ok":
-            status = "limits_not_met"
+        i = _lowest_cost(cost, fa, np.ones(thr.size, dtype=bool))
+        how = "without the limits (even the observed rates cannot meet them together)"
+    msg = (
+        f"No threshold meets every limit at {policy.confidence:.0%} confidence; shown is "
+        f"the cost-minimal threshold {how}."
+    )
+    preamble = f"{preamble} {msg}".strip()
+    if status == "ok":
+        status = "limits_not_met"
     return _describe(curve, policy, thr[i], int(fp[i]), int(fn[i]), status, preamble)
+
+
+def _candidate(curve: ErrorCurve, i: int) -> tuple[float, int, int]:
+    """Threshold and counts of candidate ``i`` (0 = never fire)."""
+    if i == 0:
+        return np.inf, 0, curve.n_positive
+    return (
+        float(curve.thresholds[i - 1]),
+        int(curve.false_positives[i - 1]),
+        int(curve.false_negatives[i - 1]),
+    )
 
 
 def evaluate_threshold(curve: ErrorCurve, threshold: float, policy: Policy) -> ThresholdChoice:
@@ -528,3 +586,153 @@ def choose_threshold(
     else:
         curve = error_curve(scores, positive)
     return choose_threshold_from_curve(curve, policy)
+
+
+# ---------------------------------------------------------------------------------------
+# Policy files and many labels at once
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Per-label policies: shared defaults plus per-label overrides.
+
+    Attributes
+    ----------
+    defaults : dict
+        Keys of :class:`Policy` that apply to every label.
+    labels : dict of str to dict
+        Per-label keys; they win over ``defaults``.
+    source : str
+        Where the set came from, for error messages.
+    """
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "policy"
+
+    def with_defaults(self, overrides: dict[str, Any]) -> PolicySet:
+        """A copy whose defaults are updated with ``overrides`` (None values ignored)."""
+        merged = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return PolicySet(merged, self.labels, self.source)
+
+    def for_label(self, label: str) -> Policy:
+        """The policy of ``label``: defaults, then the label's own table."""
+        where = self.source if label not in self.labels else f"{self.source} [labels.{label}]"
+        return Policy.from_mapping({**self.defaults, **self.labels.get(label, {})}, where=where)
+
+
+def load_policy_file(path) -> PolicySet:
+    """Read a TOML policy file.
+
+    The file has an optional ``[defaults]`` table and one ``[labels.<name>]`` table per
+    label that needs its own settings; keys are those of :class:`Policy`::
+
+        [defaults]
+        action = "reject"
+        cost_false_accept = 50     # a shipped defect
+        cost_false_reject = 1      # a scrapped good part
+        confidence = 0.95
+
+        [labels.crack]
+        prevalence = 0.0008
+        max_false_accept_rate = 0.001
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    PolicySet
+
+    Raises
+    ------
+    InputError
+        Naming the file (and the line, for TOML syntax errors) and what is wrong.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read policy file {p}: {exc.strerror or exc}.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"policy file {p} is not valid TOML: {exc}.") from None
+    unknown = sorted(set(data) - {"defaults", "labels"})
+    if unknown:
+        raise InputError(
+            f"policy file {p}: unknown table(s) {', '.join(unknown)}; use [defaults] and "
+            "[labels.<label name>]."
+        )
+    defaults = data.get("defaults", {})
+    labels = data.get("labels", {})
+    if not isinstance(defaults, dict) or not isinstance(labels, dict) or not all(
+        isinstance(v, dict) for v in labels.values()
+    ):
+        raise InputError(
+            f"policy file {p}: [defaults] and each [labels.<name>] must be tables of keys."
+        )
+    known = {f.name for f in fields(Policy)}
+    for where, table in [("[defaults]", defaults)] + [
+        (f"[labels.{k}]", v) for k, v in labels.items()
+    ]:
+        bad = sorted(set(table) - known)
+        if bad:
+            raise InputError(
+                f"policy file {p} {where}: unknown key(s) {', '.join(bad)}; allowed keys "
+                f"are {', '.join(sorted(known))}."
+            )
+    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p))
+
+
+@dataclass(frozen=True)
+class LabelThreshold:
+    """The threshold choice of one (detector, model version, label)."""
+
+    detector: str
+    model_version: str
+    label: str
+    choice: ThresholdChoice
+
+
+def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
+    """Choose a threshold for every (detector, model version, label) in a scores table.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Image-level scores with columns ``detector, model_version, label, score,
+        positive`` (see :func:`calibrate.manifest.read_scores_table`).
+    policies : PolicySet
+
+    Returns
+    -------
+    list of LabelThreshold
+        Sorted by detector, model version and label.
+
+    Raises
+    ------
+    InputError
+        Naming the label, when its data or policy is unusable.
+    """
+    out = []
+    for (det, ver, label), g in frame.groupby(
+        ["detector", "model_version", "label"], sort=True, dropna=False
+    ):
+        policy = policies.for_label(label)
+        try:
+            curve = error_curve(g["score"].to_numpy(np.float64), g["positive"].to_numpy(bool))
+        except InputError as exc:
+            raise InputError(f"label {label!r} ({det} {ver}): {exc}") from None
+        with warnings.catch_warnings():
+            # The flag travels in the choice's status; one warning per label is noise here.
+            warnings.simplefilter("ignore", NoRankingInformationWarning)
+            choice = choose_threshold_from_curve(curve, policy)
+        out.append(LabelThreshold(str(det), str(ver), str(label), choice))
+    return out

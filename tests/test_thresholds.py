@@ -64,6 +64,10 @@ def test_choice_matches_brute_force(data, policy):
         # tie rule: among (numerically) cheapest, fewest false accepts
         ties = [r for r in feasible if _close(r["cost"], best)]
         assert chosen["fa"] == min(r["fa"] for r in ties)
+        exact = [r for r in feasible if r["cost"] == best]
+        if len(exact) == len(ties):  # no float noise among the ties: the rule is exact
+            fewest = min(r["fa"] for r in exact)
+            assert choice.threshold == max(r["threshold"] for r in exact if r["fa"] == fewest)
     else:
         assert not choice.limits_met
         assert choice.status in ("limits_not_met", "no_ranking_information")
