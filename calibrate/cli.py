@@ -218,6 +218,174 @@ def thresholds(
         out.print(n, highlight=False)
 
 
+def _parse_options(pairs: list[str] | None) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CalibrateError(f"--option takes key=value, got {pair!r}.")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return options
+
+
+StoreOption = Annotated[
+    Path, typer.Option("--store", help="The score store (a DuckDB file; created if missing).")
+]
+
+
+@app.command()
+def score(
+    dataset: Annotated[
+        Path,
+        typer.Option(
+            "--dataset",
+            help="Labeled image set: a JSONL/CSV manifest, a COCO .json, or a folder per label.",
+            show_default=False,
+        ),
+    ],
+    detector: Annotated[
+        str,
+        typer.Option(
+            "--detector",
+            help="A built-in detector (surface-defect) or a plugin as package.module:callable.",
+            show_default=False,
+        ),
+    ],
+    model_version: Annotated[
+        Optional[str],
+        typer.Option(help="Model version to run or record; scores are only comparable within one."),
+    ] = None,
+    store: StoreOption = Path("calibrate.duckdb"),
+    concurrency: Annotated[
+        Optional[int], typer.Option(help="Calls in flight (default: 8 for network, CPUs for local).")
+    ] = None,
+    rate_limit: Annotated[
+        Optional[float], typer.Option(help="Most calls per second, retries included.")
+    ] = None,
+    max_attempts: Annotated[int, typer.Option(help="Attempts per image on retryable errors.")] = 4,
+    timeout: Annotated[
+        Optional[float], typer.Option(help="Seconds before a call is abandoned and retried.")
+    ] = None,
+    max_calls: Annotated[
+        Optional[int], typer.Option(help="Stop after this many calls (resumable): a cost guard.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Score again even if this version already did.")
+    ] = False,
+    option: Annotated[
+        Optional[list[str]],
+        typer.Option("--option", help="key=value passed to the detector (repeatable)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a detector over a labeled image set and keep every score in the store.
+
+    Resumable: if the command is interrupted (Ctrl-C, a crash, kill -9), run it again and
+    it scores only the images that are not yet stored. Failed images are recorded as
+    failures with their reason, never as scores.
+    """
+    from calibrate.detectors.registry import make_detector
+    from calibrate.manifest import read_manifest
+    from calibrate.runner import RunOptions, score_dataset
+    from calibrate.store import ScoreStore
+
+    try:
+        labeled = read_manifest(dataset)
+        det = make_detector(detector, model_version=model_version, **_parse_options(option))
+        opts = RunOptions(
+            concurrency=concurrency, rate_limit=rate_limit, max_attempts=max_attempts,
+            timeout=timeout, force=force, max_calls=max_calls, progress=progress,
+        )
+        with ScoreStore(store) as st:
+            summary = score_dataset(labeled, det, st, opts)
+    except KeyboardInterrupt:
+        err.print("interrupted: everything finished so far is stored; run the same command to resume.")
+        raise typer.Exit(130)
+    except CalibrateError as exc:
+        _fail(exc)
+    if summary.status == "skipped":
+        out.print(
+            f"{det.name} {det.model_version} already scored all {summary.n_images:,} images of "
+            f"{labeled.name} in {store} (run {summary.run_id}); use --force to score again."
+        )
+        return
+    out.print(
+        f"{det.name} {det.model_version} on {labeled.name}: {summary.scored:,} scored, "
+        f"{summary.failed:,} failed, {summary.already_done:,} already done, {summary.calls:,} "
+        f"calls ({summary.retries:,} retries) in {summary.elapsed:.1f}s -> {store} "
+        f"(run {summary.run_id}, {summary.status})",
+        highlight=False,
+    )
+    if summary.failures_by_kind:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures_by_kind.items()))
+        out.print(f"failures by kind: {kinds}; list them with: calibrate runs --store {store} --failures")
+    if summary.status == "call_budget":
+        out.print(f"stopped at --max-calls {max_calls}; run the same command to continue.")
+
+
+@app.command("import-scores")
+def import_scores_cmd(
+    scores_file: Annotated[
+        Path, typer.Argument(help="CSV or Parquet scores table (see 'calibrate thresholds --help').")
+    ],
+    store: StoreOption = Path("calibrate.duckdb"),
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: file stem).")] = None,
+    detector: Annotated[str, typer.Option(help="Detector name if the table has none.")] = "precomputed",
+    model_version: Annotated[
+        Optional[str], typer.Option(help="Model version if the table has none.")
+    ] = None,
+) -> None:
+    """Import scores produced elsewhere into the store, one run per model version."""
+    from calibrate.detectors.precomputed import import_scores
+    from calibrate.store import ScoreStore
+
+    try:
+        with ScoreStore(store) as st:
+            runs = import_scores(
+                st, scores_file, dataset=dataset, detector=detector, model_version=model_version
+            )
+    except CalibrateError as exc:
+        _fail(exc)
+    out.print(f"imported {scores_file} into {store}: run(s) {', '.join(runs)}", highlight=False)
+
+
+@app.command()
+def runs(
+    store: StoreOption = Path("calibrate.duckdb"),
+    failures: Annotated[bool, typer.Option("--failures", help="List failed images too.")] = False,
+) -> None:
+    """List the runs and model versions in a store."""
+    from calibrate.store import ScoreStore
+
+    if not store.exists():
+        _fail(CalibrateError(f"no score store at {store}; create one with 'calibrate score'."))
+    try:
+        with ScoreStore(store, read_only=True) as st:
+            frame = st.runs()
+            fails = st.failures() if failures else None
+    except CalibrateError as exc:
+        _fail(exc)
+    table = Table(title=f"Runs in {store}", title_justify="left")
+    cols = [c for c in ("run_id", "detector", "model_version", "dataset", "status", "n_scored",
+                        "n_failed", "started_at", "finished_at") if c in frame.columns]
+    for c in cols:
+        table.add_column(c)
+    for _, row in frame.iterrows():
+        table.add_row(*[str(row[c]) for c in cols])
+    out.print(table)
+    if fails is not None and len(fails):
+        ft = Table(title="Failures", title_justify="left")
+        fcols = [c for c in ("run_id", "image_id", "kind", "attempts", "message") if c in fails.columns]
+        for c in fcols:
+            ft.add_column(c)
+        for _, row in fails.iterrows():
+            ft.add_row(*[str(row[c]) for c in fcols])
+        out.print(ft)
+
+
 def main() -> None:  # pragma: no cover - console script entry point
     """Entry point of the ``calibrate`` console script."""
     app()

@@ -1,0 +1,136 @@
+"""Small detectors for runner tests; importable as plugins (tests.fake_detectors:NAME)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+
+from calibrate.detectors.base import (
+    Detection,
+    FatalDetectorError,
+    ImageError,
+    Result,
+    RetryableError,
+)
+
+
+class Hash:
+    """Deterministic score from the image bytes; optional fixed latency."""
+
+    name = "hash"
+    labels = ("defect",)
+    kind = "io"
+    detection_floor = None
+
+    def __init__(self, model_version: str = "h1", latency: float = 0.0, **_):
+        self.model_version = model_version
+        self.latency = float(latency)
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def settings(self):
+        return {"latency": self.latency, "api_key": "SECRET-DO-NOT-STORE"}
+
+    def detect(self, image):
+        with self._lock:
+            self.calls += 1
+        if self.latency:
+            time.sleep(self.latency)
+        data = image.read_bytes()
+        score = (zlib.crc32(data) % 1000) / 1000
+        results = [Result("defect", score)] if score > 0.1 else []  # some "no result"
+        return Detection(results, raw={"crc": zlib.crc32(data)})
+
+
+class Flaky(Hash):
+    """Fails with a retryable error the first ``failures`` calls per image."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int = 2, **kw):
+        super().__init__(**kw)
+        self.failures = failures
+        self.seen: dict[str, int] = {}
+
+    def detect(self, image):
+        with self._lock:
+            n = self.seen[image.image_id] = self.seen.get(image.image_id, 0) + 1
+        if n <= self.failures:
+            raise RetryableError("throttled", retry_after=0.001)
+        return super().detect(image)
+
+
+class Picky(Hash):
+    """Permanent per-image errors for ids ending in 3, a bug for ids ending in 7."""
+
+    name = "picky"
+
+    def detect(self, image):
+        if image.image_id.endswith("3"):
+            raise ImageError("image too large")
+        if image.image_id.endswith("7"):
+            raise KeyError("boom")
+        return super().detect(image)
+
+
+class NaNScore(Hash):
+    name = "nan"
+
+    def detect(self, image):
+        return Detection([Result("defect", float("nan"))])
+
+
+class Hangs(Hash):
+    """Hangs on ids ending in 5 (first call only)."""
+
+    name = "hangs"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen: set[str] = set()
+
+    def detect(self, image):
+        with self._lock:
+            first = image.image_id not in self.seen
+            self.seen.add(image.image_id)
+        if image.image_id.endswith("5") and first:
+            time.sleep(3)
+        return super().detect(image)
+
+
+class BadCredentials(Hash):
+    name = "badcreds"
+
+    def detect(self, image):
+        raise FatalDetectorError("The security token included in the request is invalid")
+
+
+class AlwaysBroken(Hash):
+    name = "broken"
+
+    def detect(self, image):
+        raise RuntimeError("model file missing")
+
+
+class Slow(Hash):
+    """Fixed latency; appends a line per finished call to ``tally`` so a test can see
+    progress while the store file is locked by the running process."""
+
+    name = "slow"
+
+    def __init__(self, tally: str | None = None, **kw):
+        super().__init__(**kw)
+        self.tally = tally
+
+    def detect(self, image):
+        d = super().detect(image)
+        if self.tally:
+            with self._lock, open(self.tally, "a") as f:
+                f.write(image.image_id + "\n")
+        return d
+
+
+def slow(model_version: str = "s1", latency: float = 0.02, tally: str | None = None, **kw):
+    """Plugin factory used by the kill-and-resume tests."""
+    return Slow(model_version=model_version, latency=float(latency), tally=tally)
