@@ -88,14 +88,27 @@ def _threshold_text(t: float) -> str:
 @app.command()
 def thresholds(
     scores_file: Annotated[
-        Path,
+        Optional[Path],
         typer.Argument(
             help="CSV or Parquet with columns image_id, label, score, truth "
             "(optional: detector, model_version). An empty score means the detector "
-            "returned nothing for that label on that image.",
+            "returned nothing for that label on that image. Omit it to read --store.",
             show_default=False,
         ),
-    ],
+    ] = None,
+    store: Annotated[
+        Optional[Path],
+        typer.Option("--store", help="Read the scores from this store instead of a file."),
+    ] = None,
+    detector: Annotated[
+        Optional[str], typer.Option(help="With --store: only this detector.")
+    ] = None,
+    model_version: Annotated[
+        Optional[str], typer.Option(help="With --store: only this model version.")
+    ] = None,
+    split: Annotated[
+        Optional[str], typer.Option(help="With --store: only images of this split.")
+    ] = None,
     policy: Annotated[
         Optional[Path],
         typer.Option(
@@ -135,16 +148,22 @@ def thresholds(
         OutputFormat, typer.Option("--format", help="Rich table or JSON.")
     ] = OutputFormat.table,
 ) -> None:
-    """Choose the cost-minimal threshold of every label in a table of scores.
+    """Choose the cost-minimal threshold of every label, from a scores table or a store.
 
     Prints per label the threshold, both error rates with their exact upper bounds,
     the expected cost per item, whether the limits hold, and how many more samples an
     unmet limit needs.
     """
-    from calibrate.manifest import read_scores_table
-    from calibrate.thresholds import PolicySet, choose_thresholds, load_policy_file
+    from calibrate.thresholds import (
+        PolicySet,
+        choose_thresholds,
+        choose_thresholds_from_store,
+        load_policy_file,
+    )
 
     try:
+        if (scores_file is None) == (store is None):
+            raise CalibrateError("give either a scores file or --store (not both).")
         policies = load_policy_file(policy) if policy else PolicySet(source="command line")
         policies = policies.with_defaults(
             dict(
@@ -157,30 +176,56 @@ def thresholds(
                 confidence=confidence,
             )
         )
-        frame = read_scores_table(scores_file)
-        if label:
-            unknown = sorted(set(label) - set(frame["label"]))
-            if unknown:
-                raise CalibrateError(
-                    f"label(s) {', '.join(unknown)} not in {scores_file}; it has "
-                    f"{', '.join(sorted(frame['label'].unique()))}."
+        if store is not None:
+            from calibrate.store import ScoreStore
+
+            if not store.exists():
+                raise CalibrateError(f"no score store at {store}; fill one with 'calibrate score'.")
+            with ScoreStore(store, read_only=True) as st:
+                results = choose_thresholds_from_store(
+                    st, policies, detector=detector, model_version=model_version,
+                    labels=label, split=split,
                 )
-            frame = frame[frame["label"].isin(label)]
-        results = choose_thresholds(frame, policies)
+            source = str(store)
+        else:
+            from calibrate.manifest import read_scores_table
+
+            frame = read_scores_table(scores_file)
+            if label:
+                unknown = sorted(set(label) - set(frame["label"]))
+                if unknown:
+                    raise CalibrateError(
+                        f"label(s) {', '.join(unknown)} not in {scores_file}; it has "
+                        f"{', '.join(sorted(frame['label'].unique()))}."
+                    )
+                frame = frame[frame["label"].isin(label)]
+            results = choose_thresholds(frame, policies)
+            source = str(scores_file)
+        if not results:
+            raise CalibrateError(f"{source} has no scores matching the filters.")
     except CalibrateError as exc:
         _fail(exc)
 
     if output_format is OutputFormat.json:
         rows = []
         for r in results:
-            d = r.choice.to_dict()
+            d = r.choice.to_dict() if r.choice else {"problem": r.problem}
             rows.append(
-                {"detector": r.detector, "model_version": r.model_version, "label": r.label, **d}
+                {"detector": r.detector, "model_version": r.model_version, "label": r.label,
+                 "n_failed": r.n_failed, **d}
             )
         out.print_json(json.dumps(_jsonable(rows)))
-        return
+    else:
+        _print_thresholds(results, source)
+    if all(r.choice is None for r in results):
+        err.print("[bold red]error:[/] no label could be calibrated:", highlight=False)
+        for r in results:
+            err.print(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}", highlight=False)
+        raise typer.Exit(2)
 
-    table = Table(title=f"Thresholds from {scores_file}", title_justify="left")
+
+def _print_thresholds(results, source: str) -> None:
+    table = Table(title=f"Thresholds from {source}", title_justify="left")
     for col, just in [
         ("label", "left"), ("version", "left"), ("pos / neg", "right"), ("threshold", "right"),
         ("false accept (upper)", "right"), ("false reject (upper)", "right"),
@@ -190,13 +235,18 @@ def thresholds(
     notes = []
     for r in results:
         c = r.choice
+        version = f"{r.detector} {r.model_version}"
+        if c is None:
+            table.add_row(r.label, version, "", "[yellow]cannot calibrate[/]", "", "", "", "", "")
+            notes.append(f"[bold]{r.label}[/] ({version}): {r.problem}")
+            continue
         if not c.limit_checks:
             limits = "-"
         else:
             limits = "[green]met[/]" if c.limits_met else "[bold red]NOT MET[/]"
         table.add_row(
             r.label,
-            f"{r.detector} {r.model_version}",
+            version,
             f"{c.n_positive:,} / {c.n_negative:,}",
             _threshold_text(c.threshold),
             f"{_pct(c.false_accept_rate)} ({_pct(c.false_accept_rate_upper)})",
@@ -206,12 +256,14 @@ def thresholds(
             "-" if c.samples_needed is None else f"{c.samples_needed:,}",
         )
         if c.status != "ok":
-            notes.append(f"[bold]{r.label}[/] ({r.detector} {r.model_version}): {c.explanation}")
+            notes.append(f"[bold]{r.label}[/] ({version}): {c.explanation}")
     out.print(table)
-    conf = {r.choice.policy.confidence for r in results}
+    conf = {r.choice.policy.confidence for r in results if r.choice}
+    failed = sum({(r.detector, r.model_version): r.n_failed for r in results}.values())
     out.print(
-        f"Rule: fire when score >= threshold. Upper = exact one-sided Clopper-Pearson bound at "
-        f"{', '.join(f'{c:.0%}' for c in sorted(conf))} confidence.",
+        "Rule: fire when score >= threshold. Upper = exact one-sided Clopper-Pearson bound at "
+        f"{', '.join(f'{c:.0%}' for c in sorted(conf))} confidence"
+        + (f"; {failed:,} failed detector call(s) excluded." if failed else "."),
         highlight=False,
     )
     for n in notes:

@@ -21,7 +21,8 @@ import random
 import signal
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+import queue
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +150,43 @@ class _RateLimiter:
     def take(self) -> None:
         now = time.monotonic()
         self.next = max(self.next, now) + self.interval
+
+
+class _Writer:
+    """Commits finished images from a thread of its own, so that a slow commit never
+    stops the main thread from handing out work."""
+
+    def __init__(self, store, run_id: str):
+        import threading
+
+        self.store, self.run_id = store, run_id
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="calibrate-store-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.store.record(self.run_id, *item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                    self.error = exc
+
+    def put(self, scored: list, failed: list) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((scored, failed))
+
+    def close(self) -> None:
+        """Wait until everything handed over is committed; re-raise a failed commit."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 # Worker side. A process pool gets the detector once, through the initializer.
@@ -320,10 +358,15 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     seq = 0
     fatal: str | None = None
 
+    writer = _Writer(store, run_id)
+    # Workers report completion here, so the main thread wakes on the first finished
+    # call without re-registering a waiter on every future in flight.
+    completed: queue.Queue = queue.Queue()
+
     def flush() -> None:
         nonlocal last_flush
         if scored_batch or failed_batch:
-            store.record(run_id, list(scored_batch), list(failed_batch))
+            writer.put(list(scored_batch), list(failed_batch))
             scored_batch.clear()
             failed_batch.clear()
         last_flush = time.monotonic()
@@ -371,7 +414,9 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                     if pause:
                         time.sleep(pause)
                     limiter.take()
-                    in_flight[submit(image)] = (image, attempts + 1, time.monotonic())
+                    fut = submit(image)
+                    in_flight[fut] = (image, attempts + 1, time.monotonic())
+                    fut.add_done_callback(completed.put)
                     summary.calls += 1
                 if not in_flight:
                     if fatal is not None or (
@@ -389,8 +434,16 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                 if timeout is not None:
                     oldest = min(started for _, _, started in in_flight.values())
                     wake = min(wake, max(0.0, oldest + timeout - time.monotonic()))
-                finished, _ = wait(list(in_flight), timeout=max(wake, 0.001), return_when=FIRST_COMPLETED)
+                finished = []
+                try:
+                    finished.append(completed.get(timeout=max(wake, 0.001)))
+                    while True:
+                        finished.append(completed.get_nowait())
+                except queue.Empty:
+                    pass
                 for fut in finished:
+                    if fut not in in_flight:
+                        continue  # an abandoned call that answered after all
                     image, attempts, _ = in_flight.pop(fut)
                     try:
                         outcome, payload = fut.result()
@@ -455,10 +508,15 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     finally:
         # Abandoned calls cannot be interrupted; do not wait for them here.
         pool.shutdown(wait=status == "finished" and not abandoned, cancel_futures=True)
-        stored = {"finished": "finished", "failed": "failed"}.get(status, "interrupted")
-        store.finish_run(run_id, stored)
-        summary.status = status
-        summary.elapsed = time.monotonic() - t0
+        try:
+            writer.close()  # everything finished so far is committed before we return
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            store.finish_run(run_id, {"finished": "finished", "failed": "failed"}.get(status, "interrupted"))
+            summary.status = status
+            summary.elapsed = time.monotonic() - t0
     if fatal is not None:
         raise FatalDetectorError(
             f"{detector.name} {detector.model_version}: the run stopped: {fatal}. "

@@ -36,6 +36,7 @@ __all__ = [
     "choose_threshold",
     "choose_threshold_from_curve",
     "choose_thresholds",
+    "choose_thresholds_from_store",
     "evaluate_threshold",
     "load_policy_file",
 ]
@@ -693,12 +694,38 @@ def load_policy_file(path) -> PolicySet:
 
 @dataclass(frozen=True)
 class LabelThreshold:
-    """The threshold choice of one (detector, model version, label)."""
+    """The threshold choice of one (detector, model version, label).
+
+    Attributes
+    ----------
+    detector, model_version, label : str
+    choice : ThresholdChoice or None
+        None when the label cannot be calibrated (see ``problem``).
+    problem : str or None
+        Why not, e.g. the data has no positive images for the label.
+    n_failed : int
+        Images whose detector call failed; they are excluded from the curve.
+    """
 
     detector: str
     model_version: str
     label: str
-    choice: ThresholdChoice
+    choice: ThresholdChoice | None
+    problem: str | None = None
+    n_failed: int = 0
+
+
+def _choose_one(det, ver, label, curve_source, policies: PolicySet, n_failed=0) -> LabelThreshold:
+    policy = policies.for_label(label)  # a bad policy is the user's error: raise it
+    try:
+        curve = curve_source()
+    except InputError as exc:
+        return LabelThreshold(str(det), str(ver), str(label), None, str(exc), n_failed)
+    with warnings.catch_warnings():
+        # The flag travels in the choice's status; one warning per label is noise here.
+        warnings.simplefilter("ignore", NoRankingInformationWarning)
+        choice = choose_threshold_from_curve(curve, policy)
+    return LabelThreshold(str(det), str(ver), str(label), choice, None, n_failed)
 
 
 def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
@@ -714,25 +741,77 @@ def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
     Returns
     -------
     list of LabelThreshold
-        Sorted by detector, model version and label.
+        Sorted by detector, model version and label. A label that cannot be calibrated
+        (one class missing) has ``choice=None`` and says why in ``problem``.
 
     Raises
     ------
     InputError
-        Naming the label, when its data or policy is unusable.
+        When a label's policy is invalid or incomplete.
     """
     out = []
     for (det, ver, label), g in frame.groupby(
         ["detector", "model_version", "label"], sort=True, dropna=False
     ):
-        policy = policies.for_label(label)
-        try:
-            curve = error_curve(g["score"].to_numpy(np.float64), g["positive"].to_numpy(bool))
-        except InputError as exc:
-            raise InputError(f"label {label!r} ({det} {ver}): {exc}") from None
-        with warnings.catch_warnings():
-            # The flag travels in the choice's status; one warning per label is noise here.
-            warnings.simplefilter("ignore", NoRankingInformationWarning)
-            choice = choose_threshold_from_curve(curve, policy)
-        out.append(LabelThreshold(str(det), str(ver), str(label), choice))
+        out.append(
+            _choose_one(
+                det, ver, label,
+                lambda g=g: error_curve(g["score"].to_numpy(np.float64), g["positive"].to_numpy(bool)),
+                policies,
+            )
+        )
+    return out
+
+
+def choose_thresholds_from_store(
+    store,
+    policies: PolicySet,
+    *,
+    detector: str | None = None,
+    model_version: str | None = None,
+    labels: list[str] | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+) -> list[LabelThreshold]:
+    """Choose a threshold for every (detector, model version, label) in a score store.
+
+    Each label's count table is computed inside the database (one ``GROUP BY``), so
+    only the table leaves it.
+
+    Parameters
+    ----------
+    store : calibrate.store.ScoreStore
+    policies : PolicySet
+    detector, model_version : str, optional
+        Restrict to one detector / model version.
+    labels : list of str, optional
+        Restrict to these labels.
+    dataset, split : str, optional
+        Restrict to images of one dataset / split.
+
+    Returns
+    -------
+    list of LabelThreshold
+    """
+    versions = store.versions()
+    out = []
+    for row in versions.itertuples():
+        if detector is not None and row.detector != detector:
+            continue
+        if model_version is not None and row.model_version != model_version:
+            continue
+        for label in sorted(row.labels):
+            if labels is not None and label not in labels:
+                continue
+            kw = dict(dataset=dataset, split=split)
+            out.append(
+                _choose_one(
+                    row.detector, row.model_version, label,
+                    lambda d=row.detector, v=row.model_version, lab=label: error_curve(
+                        store.count_table(d, v, lab, **kw)
+                    ),
+                    policies,
+                    int(row.n_failures),
+                )
+            )
     return out
