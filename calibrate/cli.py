@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -32,8 +34,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+def _console(stderr: bool = False) -> Console:
+    # Piped output (CI logs, tickets) is not squeezed to 80 columns: tables stay legible.
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, soft_wrap=True, width=160 if wide else None)
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 class OutputFormat(str, Enum):
@@ -82,7 +91,7 @@ def _pct(x: float) -> str:
 def _threshold_text(t: float) -> str:
     if math.isinf(t):
         return "never fire" if t > 0 else "always fire"
-    return f"{t:.6g}"
+    return repr(float(t))  # exact: a rounded threshold could change decisions
 
 
 @app.command()
@@ -227,11 +236,12 @@ def thresholds(
 def _print_thresholds(results, source: str) -> None:
     table = Table(title=f"Thresholds from {source}", title_justify="left")
     for col, just in [
-        ("label", "left"), ("version", "left"), ("pos / neg", "right"), ("threshold", "right"),
-        ("false accept (upper)", "right"), ("false reject (upper)", "right"),
-        ("cost / item", "right"), ("limits", "center"), ("samples needed", "right"),
+        ("label", "left"), ("detector / version", "left"), ("pos / neg", "right"),
+        ("threshold", "right"), ("false accept (upper)", "right"),
+        ("false reject (upper)", "right"), ("cost / item", "right"), ("limits", "center"),
+        ("samples needed", "right"),
     ]:
-        table.add_column(col, justify=just)
+        table.add_column(col, justify=just, no_wrap=just == "right")
     notes = []
     for r in results:
         c = r.choice
