@@ -156,6 +156,14 @@ def thresholds(
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Rich table or JSON.")
     ] = OutputFormat.table,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", "-o",
+            help="Also write a thresholds file (.json, .yaml or .toml): the input of "
+            "'calibrate export' and 'calibrate check'.",
+        ),
+    ] = None,
 ) -> None:
     """Choose the cost-minimal threshold of every label, from a scores table or a store.
 
@@ -195,7 +203,8 @@ def thresholds(
                     st, policies, detector=detector, model_version=model_version,
                     labels=label, split=split,
                 )
-            source = str(store)
+                provenance = _datasets_of(st)
+            source = str(store) + (f" (split {split})" if split else "")
         else:
             from calibrate.manifest import read_scores_table
 
@@ -210,8 +219,14 @@ def thresholds(
                 frame = frame[frame["label"].isin(label)]
             results = choose_thresholds(frame, policies)
             source = str(scores_file)
+            provenance = _file_provenance(scores_file, results)
         if not results:
             raise CalibrateError(f"{source} has no scores matching the filters.")
+        if output is not None and any(r.choice for r in results):
+            from calibrate.export import thresholds_file_from_results, write_thresholds_file
+
+            tf = thresholds_file_from_results(results, source=source, datasets=provenance)
+            write_thresholds_file(tf, output)
     except CalibrateError as exc:
         _fail(exc)
 
@@ -226,11 +241,29 @@ def thresholds(
         out.print_json(json.dumps(_jsonable(rows)))
     else:
         _print_thresholds(results, source)
+    if output is not None and any(r.choice for r in results):
+        out.print(f"thresholds file written to {output}", highlight=False)
     if all(r.choice is None for r in results):
         err.print("[bold red]error:[/] no label could be calibrated:", highlight=False)
         for r in results:
             err.print(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}", highlight=False)
         raise typer.Exit(2)
+
+
+def _datasets_of(store) -> dict:
+    """(detector, version) -> (dataset, fingerprint) of the latest run, for provenance."""
+    runs = store.runs()
+    return {
+        (r.detector, r.model_version): (r.dataset, r.dataset_fingerprint)
+        for r in runs.itertuples()
+    }
+
+
+def _file_provenance(path: Path, results) -> dict:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return {(r.detector, r.model_version): (path.name, digest) for r in results}
 
 
 def _print_thresholds(results, source: str) -> None:
@@ -446,6 +479,177 @@ def runs(
         for _, row in fails.iterrows():
             ft.add_row(*[str(row[c]) for c in fcols])
         out.print(ft)
+
+
+class ExportTarget(str, Enum):
+    thresholds = "thresholds"
+    viam = "viam"
+    rekognition = "rekognition"
+    alibaba_imm = "alibaba-imm"
+
+
+@app.command("export")
+def export_cmd(
+    thresholds_file: Annotated[
+        Path, typer.Argument(help="A thresholds file written by 'calibrate thresholds --output'.")
+    ],
+    to: Annotated[ExportTarget, typer.Option("--to", help="Config target.")],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="File to write (a JSON fragment/map).")
+    ] = None,
+    store: Annotated[
+        Optional[Path],
+        typer.Option("--store", help="Viam: read every label the model emits from this store."),
+    ] = None,
+    detector: Annotated[Optional[str], typer.Option(help="Which detector's entries.")] = None,
+    model_version: Annotated[Optional[str], typer.Option(help="Which model version's entries.")] = None,
+    machine_config: Annotated[
+        Optional[Path],
+        typer.Option(help="Viam: merge into this machine config file (JSON) instead of writing a fragment."),
+    ] = None,
+    service: Annotated[str, typer.Option(help="Viam: the ML-model vision service's name.")] = "vision",
+    mlmodel_name: Annotated[
+        Optional[str], typer.Option(help="Viam fragment: the ML model service it uses.")
+    ] = None,
+    drop_uncalibrated: Annotated[
+        bool,
+        typer.Option(
+            "--drop-uncalibrated",
+            help="Viam: leave out emitted labels without a threshold (Viam then drops them) "
+            "instead of listing them at --default-minimum-confidence.",
+        ),
+    ] = False,
+    default_minimum_confidence: Annotated[
+        Optional[float], typer.Option(help="Viam: cutoff for emitted labels without a threshold.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Viam merge: print the diff, change nothing.")
+    ] = False,
+) -> None:
+    """Write calibrated thresholds as config a deployment reads.
+
+    Rounding to the target's precision never changes a decision on the calibration data
+    where a value of that precision can keep it; otherwise the export says so.
+    """
+    from calibrate.export import export_to, read_thresholds_file
+
+    options: dict[str, object] = {}
+    if to is ExportTarget.viam:
+        options.update(
+            service=service, mlmodel_name=mlmodel_name, machine_config=machine_config,
+            dry_run=dry_run, uncalibrated="drop" if drop_uncalibrated else "default",
+            default_minimum_confidence=default_minimum_confidence,
+        )
+    elif machine_config or dry_run:
+        _fail(CalibrateError("--machine-config and --dry-run only apply to --to viam."))
+    try:
+        tf = read_thresholds_file(thresholds_file)
+        if output is None and not (to is ExportTarget.viam and machine_config):
+            raise CalibrateError(f"--to {to.value} needs --output FILE.")
+        if store is not None:
+            from calibrate.store import ScoreStore
+
+            with ScoreStore(store, read_only=True) as st:
+                result = export_to(to.value, tf, output, store=st, detector=detector,
+                                   model_version=model_version, **options)
+        else:
+            result = export_to(to.value, tf, output, detector=detector,
+                               model_version=model_version, **options)
+    except CalibrateError as exc:
+        _fail(exc)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if result.diff:
+        out.print(result.diff, highlight=False, markup=False)
+    if result.dry_run:
+        out.print(f"dry run: {result.path} not changed", highlight=False)
+    else:
+        out.print(f"wrote {result.path}", highlight=False)
+
+
+class CheckFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    json = "json"
+
+
+@app.command()
+def check(
+    thresholds_file: Annotated[Path, typer.Argument(help="The deployed thresholds file.")],
+    store: Annotated[Path, typer.Option("--store", help="Store with the candidate's scores.")],
+    model_version: Annotated[
+        str, typer.Option(help="The candidate model version to check.", show_default=False)
+    ],
+    detector: Annotated[Optional[str], typer.Option(help="Detector (default: the file's).")] = None,
+    deployed_version: Annotated[
+        Optional[str], typer.Option(help="Deployed version, if the file holds several.")
+    ] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only images of this split.")] = None,
+    max_cost_increase: Annotated[
+        Optional[float],
+        typer.Option(help="Also fail when the expected cost rises by more than this fraction (0.2 = 20%)."),
+    ] = None,
+    output_format: Annotated[
+        CheckFormat, typer.Option("--format", help="table, markdown (merge request comment) or json.")
+    ] = CheckFormat.table,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
+) -> None:
+    """Retraining gate: do the deployed thresholds still hold for a candidate model version?
+
+    Exit code 0 when every label passes, 1 when any fails, 2 on a usage or data error.
+    """
+    from calibrate.check import check_thresholds
+    from calibrate.export import read_thresholds_file
+    from calibrate.store import ScoreStore
+
+    try:
+        tf = read_thresholds_file(thresholds_file)
+        if not store.exists():
+            raise CalibrateError(f"no score store at {store}.")
+        with ScoreStore(store, read_only=True) as st:
+            report = check_thresholds(
+                tf, st, model_version=model_version, detector=detector,
+                deployed_version=deployed_version, split=split,
+                max_cost_increase=max_cost_increase,
+            )
+        if junit is not None:
+            from calibrate.export.thresholds_file import atomic_write_text
+
+            atomic_write_text(junit, report.to_junit_xml())
+    except CalibrateError as exc:
+        _fail(exc)
+    if output_format is CheckFormat.json:
+        out.print_json(json.dumps(_jsonable(report.to_dict())))
+    elif output_format is CheckFormat.markdown:
+        out.print(report.to_markdown(), markup=False, highlight=False)
+    else:
+        table = Table(
+            title=f"calibrate check: {report.detector} {report.deployed_version} thresholds on "
+            f"candidate {report.candidate_version}",
+            title_justify="left",
+        )
+        for col in ("label", "deployed T", "false accept (upper)", "false reject (upper)",
+                    "recommended T", "cost change", "KS", "result"):
+            table.add_column(col, no_wrap=col != "label")
+        for r in report.results:
+            a = r.at_deployed
+            table.add_row(
+                r.label,
+                _threshold_text(r.deployed.threshold) if r.deployed else "-",
+                f"{_pct(a.false_accept_rate)} ({_pct(a.false_accept_rate_upper)})" if a else "-",
+                f"{_pct(a.false_reject_rate)} ({_pct(a.false_reject_rate_upper)})" if a else "-",
+                _threshold_text(r.recommended.threshold) if r.recommended else "-",
+                f"{r.cost_change:+.4g}" if r.cost_change is not None else "-",
+                f"{r.ks_statistic:.3f}" if r.ks_statistic is not None else "-",
+                "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
+            )
+        out.print(table)
+        for r in report.results:
+            if not r.passed:
+                out.print(f"[bold]{r.label}[/]: {' '.join(r.reasons)}", highlight=False)
+        out.print("[green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
+    if not report.passed:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console script entry point

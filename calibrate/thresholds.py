@@ -223,6 +223,10 @@ class ThresholdChoice:
     status : {"ok", "limits_not_met", "no_ranking_information"}
     explanation : str
         One or two sentences a QC engineer can paste into a ticket.
+    next_score_below : float
+        The largest calibration score below ``threshold`` (``-inf`` if none): every
+        threshold in ``(next_score_below, threshold]`` makes exactly the same decisions
+        on the calibration data, which is what exporters need when they must round.
     """
 
     threshold: float
@@ -244,6 +248,7 @@ class ThresholdChoice:
     has_ranking_information: bool = True
     status: str = "ok"
     explanation: str = ""
+    next_score_below: float = -np.inf
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, JSON-serialisable except that ``+inf`` stays a float."""
@@ -368,7 +373,14 @@ def _describe(
         has_ranking_information=curve.has_ranking_information,
         status=status,
         explanation=" ".join(parts),
+        next_score_below=_next_score_below(curve, threshold),
     )
+
+
+def _next_score_below(curve: ErrorCurve, threshold: float) -> float:
+    # thresholds descend: the first one strictly below the threshold
+    k = int(np.searchsorted(-curve.thresholds, -threshold, side="right"))
+    return float(curve.thresholds[k]) if k < len(curve) else -np.inf
 
 
 def _lowest_cost(cost: np.ndarray, fa: np.ndarray, allowed: np.ndarray) -> int | None:

@@ -1,0 +1,123 @@
+"""Exporters: thresholds as config a deployment reads, one module per target.
+
+* :mod:`calibrate.export.thresholds_file` - calibrate's own provenance-stamped file, the
+  input of every other exporter and of ``calibrate check``.
+* :mod:`calibrate.export.viam` - ``label_confidences`` for a Viam ML-model vision service.
+* :mod:`calibrate.export.rekognition` - per-label ``MinConfidence`` maps (0-100).
+* :mod:`calibrate.export.alibaba_imm` - per-label/attribute threshold maps (0-1).
+"""
+
+from calibrate.export.thresholds_file import (
+    ThresholdEntry,
+    ThresholdsFile,
+    read_thresholds_file,
+    thresholds_file_from_results,
+    write_thresholds_file,
+)
+
+__all__ = [
+    "TARGETS",
+    "ExportResult",
+    "ThresholdEntry",
+    "export_to",
+    "ThresholdsFile",
+    "read_thresholds_file",
+    "thresholds_file_from_results",
+    "write_thresholds_file",
+]
+
+TARGETS = ("thresholds", "viam", "rekognition", "alibaba-imm")
+
+
+def export_to(target: str, tf: ThresholdsFile, path, *, store=None, detector=None,
+              model_version=None, **options):
+    """Write ``tf`` as config for ``target``.
+
+    Parameters
+    ----------
+    target : {"thresholds", "viam", "rekognition", "alibaba-imm"}
+    tf : ThresholdsFile
+    path : str or Path
+        Output file. For ``viam`` with ``machine_config=...`` the machine config is
+        updated in place instead and ``path`` may be None.
+    store : calibrate.store.ScoreStore, optional
+        For ``viam``: the labels the model emits are read from it, so none is dropped.
+    detector, model_version : str, optional
+        Which entries, when the file holds several model versions.
+    **options
+        ``viam``: ``service`` (name, default "vision"), ``mlmodel_name``,
+        ``machine_config`` (a config file to merge into), ``dry_run``, ``uncalibrated``,
+        ``default_minimum_confidence``, ``decimals``. ``rekognition``:
+        ``custom_labels``, ``decimals``. ``alibaba-imm``: ``decimals``.
+
+    Returns
+    -------
+    ExportResult
+        The written path, warnings, and for a Viam merge the diff.
+    """
+    import json
+    from pathlib import Path
+
+    from calibrate.errors import InputError
+    from calibrate.export.thresholds_file import atomic_write_text
+
+    if target not in TARGETS:
+        raise InputError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}.")
+    if target == "thresholds":
+        if detector or model_version:
+            tf = ThresholdsFile(tuple(tf.select(detector, model_version)), tf.created_at,
+                                tf.tool_version, tf.source)
+        return ExportResult(write_thresholds_file(tf, path), [])
+    if target == "viam":
+        from calibrate.export import viam
+
+        entries = viam._one_version(tf, detector, model_version)
+        emitted = None
+        if store is not None:
+            emitted = store.labels(entries[0].detector, entries[0].model_version)
+        machine_config = options.pop("machine_config", None)
+        service = options.pop("service", "vision")
+        mlmodel_name = options.pop("mlmodel_name", None)
+        dry_run = bool(options.pop("dry_run", False))
+        exp = viam.label_confidences(
+            tf, detector=entries[0].detector, model_version=entries[0].model_version,
+            emitted_labels=emitted, **options,
+        )
+        if machine_config is not None:
+            diff = viam.merge_into_machine_config(machine_config, service, exp, dry_run=dry_run)
+            return ExportResult(Path(machine_config), exp.warnings, diff, dry_run)
+        fragment = viam.service_fragment(exp, name=service, mlmodel_name=mlmodel_name)
+        text, notes = json.dumps(fragment, indent=2) + "\n", exp.warnings
+    elif target == "rekognition":
+        from calibrate.export.rekognition import min_confidence_map
+
+        data = min_confidence_map(tf, detector=detector, model_version=model_version, **options)
+        text, notes = json.dumps(data, indent=2) + "\n", data["notes"]
+    else:
+        from calibrate.export.alibaba_imm import threshold_map
+
+        data = threshold_map(tf, detector=detector, model_version=model_version, **options)
+        text, notes = json.dumps(data, indent=2) + "\n", data["notes"]
+    if path is None:
+        raise InputError(f"export --to {target} needs an output file.")
+    atomic_write_text(Path(path), text)
+    return ExportResult(Path(path), notes)
+
+
+class ExportResult:
+    """Where an export went and what it warned about.
+
+    Attributes
+    ----------
+    path : Path
+    warnings : list of str
+    diff : str
+        For a Viam machine-config merge: the unified diff.
+    dry_run : bool
+    """
+
+    def __init__(self, path, warnings, diff: str = "", dry_run: bool = False):
+        self.path, self.warnings, self.diff, self.dry_run = path, list(warnings), diff, dry_run
+
+    def __repr__(self) -> str:
+        return f"ExportResult(path={str(self.path)!r}, warnings={len(self.warnings)})"

@@ -1,0 +1,68 @@
+"""Amazon Rekognition: per-label ``MinConfidence`` on the API's 0-100 scale.
+
+Rekognition filters results below the call's ``MinConfidence`` and compares with
+``Confidence >= MinConfidence``, so per-label cutoffs are applied by application code
+after one call. For DetectCustomLabels the call takes a single ``MinConfidence``: it is
+set to the lowest per-label cutoff (so no needed result is filtered by the service) and
+the per-label filter is applied by the application.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from calibrate.export.rounding import target_values
+from calibrate.export.thresholds_file import ThresholdsFile
+
+__all__ = ["min_confidence_map"]
+
+
+def min_confidence_map(
+    tf: ThresholdsFile,
+    *,
+    detector: str | None = None,
+    model_version: str | None = None,
+    custom_labels: bool | None = None,
+    decimals: int | None = None,
+) -> dict[str, Any]:
+    """Per-label ``MinConfidence`` (0-100) that reproduces the calibrated decisions.
+
+    Parameters
+    ----------
+    tf : ThresholdsFile
+        Thresholds in Rekognition's own scale (scores recorded as the API returns them).
+    detector, model_version : str, optional
+        Which entries to export.
+    custom_labels : bool, optional
+        Add the single call-level ``MinConfidence`` for DetectCustomLabels. Default: when
+        the detector name says custom labels.
+    decimals : int, optional
+        Force this many decimals; default: the fewest that keep every decision.
+
+    Returns
+    -------
+    dict
+        ``{"MinConfidence": {label: value}, "never_fire": [...], "notes": [...]}`` plus
+        ``"CallMinConfidence"`` for custom labels. A label whose rule is "never fire" is
+        listed under ``never_fire`` (the application drops it).
+    """
+    entries = tf.select(detector, model_version)
+    tv = target_values(entries, low=0.0, high=100.0, decimals=decimals, target="Rekognition")
+    thresholds, never, notes = tv.values, tv.never_fire, tv.notes
+    out: dict[str, Any] = {
+        "target": "amazon-rekognition",
+        "scale": "0-100; keep a result when Confidence >= MinConfidence",
+        "model_version": sorted({f"{e.detector} {e.model_version}" for e in entries}),
+        "MinConfidence": thresholds,
+        "never_fire": never,
+        "notes": notes,
+    }
+    if custom_labels is None:
+        custom_labels = any("custom" in e.detector for e in entries)
+    if custom_labels:
+        # The service filters first; the lowest cutoff, rounded down, loses nothing.
+        low = min(thresholds.values(), default=100.0)
+        d = 3 if decimals is None else decimals
+        out["CallMinConfidence"] = math.floor(low * 10**d) / 10**d
+    return out

@@ -1,0 +1,161 @@
+"""Writing a threshold at a target's precision without changing a single decision.
+
+A threshold ``T`` chosen on calibration data is a data score; the next lower distinct
+score is ``b``. Every value in ``(b, T]`` makes the same decisions on that data, so an
+exporter that must round picks a value of the target's precision inside that interval,
+and says so when none exists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["ExportedValue", "TargetValues", "decision_safe", "shortest_safe", "target_values"]
+
+
+@dataclass(frozen=True)
+class ExportedValue:
+    """A threshold as written to a target.
+
+    Attributes
+    ----------
+    value : float
+        What the target gets.
+    exact : bool
+        True when ``value`` makes the same decisions as the calibrated threshold on the
+        calibration data.
+    note : str
+        Why the value differs from a plain rounding, or why decisions change.
+    """
+
+    value: float
+    exact: bool
+    note: str = ""
+
+
+def decision_safe(threshold: float, next_below: float, decimals: int) -> ExportedValue:
+    """The value with ``decimals`` decimals that keeps every calibration decision.
+
+    Parameters
+    ----------
+    threshold : float
+        Calibrated threshold (a finite data score; fire when ``score >= threshold``).
+    next_below : float
+        Largest calibration score below it (``-inf`` if none).
+    decimals : int
+        Precision of the target.
+
+    Returns
+    -------
+    ExportedValue
+        ``round(threshold, decimals)`` when that stays in ``(next_below, threshold]``;
+        otherwise the smallest value of that precision above ``next_below`` if it is
+        still at most ``threshold``; otherwise the plain rounding, flagged inexact.
+    """
+    if not math.isfinite(threshold):
+        raise ValueError("decision_safe needs a finite threshold")
+    plain = round(threshold, decimals)
+    if next_below < plain <= threshold:
+        return ExportedValue(plain, True)
+    step = 10.0 ** -decimals
+    if math.isfinite(next_below):
+        m = math.floor(next_below / step) + 1
+        for k in (m - 1, m, m + 1):  # float noise either way
+            cand = round(k * step, decimals)
+            if next_below < cand <= threshold:
+                return ExportedValue(
+                    cand, True,
+                    f"{threshold!r} rounds to {plain!r}, which would change decisions; "
+                    f"{cand!r} keeps them.",
+                )
+    else:
+        cand = math.floor(threshold / step) * step
+        cand = round(cand, decimals)
+        if cand > threshold:
+            cand = round(cand - step, decimals)
+        return ExportedValue(cand, True, "")
+    return ExportedValue(
+        plain, False,
+        f"no value with {decimals} decimals lies in ({next_below!r}, {threshold!r}], so "
+        f"{plain!r} changes decisions for calibration scores between them.",
+    )
+
+
+@dataclass
+class TargetValues:
+    """Thresholds of one model version as a target will hold them.
+
+    Attributes
+    ----------
+    values : dict of str to float
+        Per label, the decision-safe value.
+    never_fire : list of str
+        Labels whose rule is "never fire" (the target must drop them).
+    notes : list of str
+        Roundings that needed care, decisions that could not be kept, labels that fire
+        on every image.
+    """
+
+    values: dict
+    never_fire: list
+    notes: list
+
+
+def shortest_safe(threshold: float, next_below: float, max_decimals: int = 12) -> ExportedValue:
+    """The value with the fewest decimals that keeps every calibration decision.
+
+    Targets that read a JSON number hold a double, so nothing forces rounding; a short
+    value is kinder to the people who read configs. Falls back to the threshold itself.
+    """
+    for d in range(max_decimals + 1):
+        v = decision_safe(threshold, next_below, d)
+        if v.exact:
+            return ExportedValue(v.value, True)
+    return ExportedValue(float(threshold), True)
+
+
+def target_values(entries, *, low: float, high: float, decimals: int | None, target: str) -> TargetValues:
+    """Decision-safe values for ``entries`` on a target whose scale is ``[low, high]``.
+
+    ``decimals=None`` writes each threshold with the fewest decimals that keep its
+    decisions; an integer forces that precision and notes any decision it changes.
+
+    Raises
+    ------
+    InputError
+        A label listed twice (several versions mixed) or a threshold off the scale.
+    """
+    from calibrate.errors import InputError
+
+    out = TargetValues({}, [], [])
+    for e in entries:
+        if e.label in out.values or e.label in out.never_fire:
+            raise InputError(
+                f"label {e.label!r} appears for several detectors or versions; export one "
+                "model version at a time (--detector, --model-version)."
+            )
+        t = e.threshold
+        if math.isinf(t) and t > 0:
+            out.never_fire.append(e.label)
+            out.notes.append(f"{e.label}: the calibrated rule is 'never fire'.")
+        elif math.isinf(t):
+            out.values[e.label] = float(low)
+            out.notes.append(
+                f"{e.label}: the calibrated rule fires on every image, including images with "
+                f"no result; {target} can only act on returned results (written as {low})."
+            )
+        elif not low <= t <= high:
+            raise InputError(
+                f"{e.label}: threshold {t!r} is outside {target}'s {low}-{high} scale; was it "
+                f"calibrated on another detector ({e.detector})?"
+            )
+        else:
+            if decimals is None:
+                v = shortest_safe(t, e.next_score_below)
+            else:
+                v = decision_safe(t, e.next_score_below, decimals)
+            out.values[e.label] = v.value
+            if v.note:
+                out.notes.append(f"{e.label}: {v.note}")
+    return out
