@@ -394,8 +394,13 @@ def score(
             concurrency=concurrency, rate_limit=rate_limit, max_attempts=max_attempts,
             timeout=timeout, force=force, max_calls=max_calls, progress=progress,
         )
-        with ScoreStore(store) as st:
-            summary = score_dataset(labeled, det, st, opts)
+        try:
+            with ScoreStore(store) as st:
+                summary = score_dataset(labeled, det, st, opts)
+        finally:
+            close = getattr(det, "close", None)
+            if callable(close):
+                close()
     except KeyboardInterrupt:
         err.print("interrupted: everything finished so far is stored; run the same command to resume.")
         raise typer.Exit(130)

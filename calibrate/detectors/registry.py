@@ -24,9 +24,20 @@ def _surface(model_version: str | None, **options: Any) -> Detector:
     return SurfaceDefectDetector(version=model_version or "v1", **options)
 
 
+def _viam(model_version: str | None, **options: Any) -> Detector:
+    from calibrate.detectors.viam import ViamDetector
+
+    return ViamDetector(model_version=model_version, **options)
+
+
 #: Built-in detector names and what they are.
 BUILTIN: dict[str, tuple[Callable[..., Detector], str]] = {
     "surface-defect": (_surface, "classical surface-defect detector for the bundled parts set (v1, v2)"),
+    "viam": (
+        _viam,
+        "a vision service on a Viam machine (get_detections / get_classifications); needs "
+        "calibrate[viam] and VIAM_API_KEY, VIAM_API_KEY_ID, VIAM_MACHINE_ADDRESS",
+    ),
 }
 
 
