@@ -367,7 +367,9 @@ def test_connection_refused_at_connect_time_stops_the_run(tmp_path):
     with detector(machine) as det, ScoreStore(tmp_path / "s.duckdb") as store:
         with pytest.raises(FatalDetectorError, match=f"cannot connect to the machine at {ADDRESS}"):
             score_dataset(ds, det, store, RunOptions(concurrency=4, **QUIET))
-        assert 1 <= len(machine.credentials) <= 2  # calls in flight shared one attempt
+        # Calls waiting together share one attempt; a call that starts after it failed
+        # may try once more before the runner stops dispatching: at most one per slot.
+        assert 1 <= len(machine.credentials) <= 4
         assert store.failures().empty
 
 
