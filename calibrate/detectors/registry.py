@@ -24,6 +24,12 @@ def _surface(model_version: str | None, **options: Any) -> Detector:
     return SurfaceDefectDetector(version=model_version or "v1", **options)
 
 
+def _opencv_faces(model_version: str | None, **options: Any) -> Detector:
+    from calibrate.detectors.opencv_faces import OpenCVFaceDetector
+
+    return OpenCVFaceDetector(model_version=model_version, **options)
+
+
 def _viam(model_version: str | None, **options: Any) -> Detector:
     from calibrate.detectors.viam import ViamDetector
 
@@ -33,6 +39,10 @@ def _viam(model_version: str | None, **options: Any) -> Detector:
 #: Built-in detector names and what they are.
 BUILTIN: dict[str, tuple[Callable[..., Detector], str]] = {
     "surface-defect": (_surface, "classical surface-defect detector for the bundled parts set (v1, v2)"),
+    "opencv-haar-faces": (
+        _opencv_faces,
+        "OpenCV Haar-cascade frontal face detector, local (needs calibrate[faces])",
+    ),
     "viam": (
         _viam,
         "a vision service on a Viam machine (get_detections / get_classifications); needs "
