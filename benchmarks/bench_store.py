@@ -21,6 +21,7 @@ machine does not decide the ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,7 @@ def make_data(n: int, n_labels: int, seed: int = 0):
     # Detector-like scores: positives higher on average, overlapping, float32 precision.
     raw = rng.normal(np.where(truth, 1.0, -1.0), 1.0)
     score = (1.0 / (1.0 + np.exp(-raw))).astype(np.float32).astype(np.float64)
+    gc.disable()  # a million small objects: collections would dominate the setup time
     images = [
         LabeledImage(
             image_id=image_ids[i],
@@ -56,6 +58,7 @@ def make_data(n: int, n_labels: int, seed: int = 0):
         )
         for i in range(n_images)
     ]
+    gc.enable()
     frame = pa.table(
         {
             "image_id": pa.array(np.repeat(image_ids, n_labels), pa.string()),

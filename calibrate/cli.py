@@ -66,6 +66,20 @@ def _root(
     ] = False,
 ) -> None:
     """Turn raw detector confidence scores into defensible, cost-weighted cutoffs."""
+    import warnings
+
+    from calibrate.errors import CalibrateWarning
+
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        # The toolkit's own warnings are advice for the user, not a code location.
+        if issubclass(category, CalibrateWarning):
+            err.print(f"[yellow]warning:[/] {message}", highlight=False)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _fail(exc: Exception) -> None:
@@ -375,6 +389,14 @@ def score(
         typer.Option("--option", help="key=value passed to the detector (repeatable)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print how many calls the run would make and their price; call nothing."),
+    ] = False,
+    price_file: Annotated[
+        Optional[Path],
+        typer.Option(help="Your own price table (TOML) for cloud cost estimates."),
+    ] = None,
 ) -> None:
     """Run a detector over a labeled image set and keep every score in the store.
 
@@ -384,7 +406,7 @@ def score(
     """
     from calibrate.detectors.registry import make_detector
     from calibrate.manifest import read_manifest
-    from calibrate.runner import RunOptions, score_dataset
+    from calibrate.runner import RunOptions, plan_run, score_dataset
     from calibrate.store import ScoreStore
 
     try:
@@ -396,6 +418,18 @@ def score(
         )
         try:
             with ScoreStore(store) as st:
+                plan = plan_run(labeled, det, st, opts)
+                if getattr(det, "billable", False) or dry_run:
+                    from calibrate.pricing import estimate_cost
+
+                    estimate = estimate_cost(det, plan.to_score, price_file)
+                    out.print(
+                        f"{det.name} {det.model_version}: {plan.to_score:,} image(s) to score, "
+                        f"{plan.already_done:,} already in {store}. {estimate.summary()}",
+                        highlight=False,
+                    )
+                if dry_run:
+                    return
                 summary = score_dataset(labeled, det, st, opts)
         finally:
             close = getattr(det, "close", None)

@@ -36,7 +36,7 @@ from calibrate.detectors.base import (
 )
 from calibrate.errors import CalibrateError, InputError
 
-__all__ = ["RunOptions", "RunSummary", "score_dataset"]
+__all__ = ["RunOptions", "RunPlan", "RunSummary", "plan_run", "score_dataset"]
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,42 @@ def _progress(enabled: bool, total: int, description: str):
         disable=not enabled,
         transient=False,
     )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What :func:`score_dataset` would do, without calling the detector.
+
+    Attributes
+    ----------
+    run_id : str or None
+        The run it would resume, or None for a new run.
+    to_score : int
+        Images not yet scored by this model version on this data: the calls it would
+        make, retries aside (and at most ``max_calls``).
+    already_done : int
+    """
+
+    run_id: str | None
+    to_score: int
+    already_done: int
+
+
+def plan_run(dataset, detector: Detector, store, options: RunOptions | None = None) -> RunPlan:
+    """How many detector calls a run would make: for cost estimates and ``--dry-run``.
+
+    Reads the store only; images already scored (or permanently failed) by the same
+    detector and model version on the same data are never paid for twice.
+    """
+    opts = options or RunOptions()
+    run = None if opts.force else store.find_run(
+        detector.name, detector.model_version, dataset.fingerprint
+    )
+    done = store.done_image_ids(run.run_id) if run is not None else set()
+    todo = sum(1 for img in dataset.images if img.image_id not in done)
+    if opts.max_calls is not None:
+        todo = min(todo, opts.max_calls)
+    return RunPlan(run.run_id if run else None, todo, len(dataset.images) - todo)
 
 
 def score_dataset(dataset, detector: Detector, store, options: RunOptions | None = None) -> RunSummary:
@@ -514,6 +550,7 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
             status = "failed"
             raise
         finally:
+            _record_censoring(detector, store, run_id)
             store.finish_run(run_id, {"finished": "finished", "failed": "failed"}.get(status, "interrupted"))
             summary.status = status
             summary.elapsed = time.monotonic() - t0
@@ -524,6 +561,14 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
             "the same command again to resume."
         )
     return summary
+
+
+def _record_censoring(detector, store, run_id: str) -> None:
+    """Keep a floor the detector observed (a service that filters before answering)."""
+    check = getattr(detector, "warn_if_censored", None)
+    floor = check() if callable(check) else None  # warns the user itself
+    if floor is not None:
+        store.set_detection_floor(run_id, floor)
 
 
 def _cpu_count() -> int:

@@ -134,3 +134,10 @@ class Slow(Hash):
 def slow(model_version: str = "s1", latency: float = 0.02, tally: str | None = None, **kw):
     """Plugin factory used by the kill-and-resume tests."""
     return Slow(model_version=model_version, latency=float(latency), tally=tally)
+
+
+def billable(model_version: str = "b1", **kw):
+    """A detector priced like Rekognition DetectFaces, for cost-guard tests."""
+    d = Hash(model_version=model_version)
+    d.name, d.billable, d.operation = "billable", True, "DetectFaces"
+    return d

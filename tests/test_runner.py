@@ -226,3 +226,23 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     assert done.returncode == 0, err
     with ScoreStore(store_path) as store:
         assert len(store.scores("slow", "s1", "defect").image_ids) == 300
+
+
+def test_dry_run_prices_the_calls_and_calls_nothing(tmp_path):
+    manifest = make_set(tmp_path, 10)
+    store_path = tmp_path / "s.duckdb"
+    args = ["score", "--dataset", str(manifest), "--detector", "tests.fake_detectors:billable",
+            "--store", str(store_path), "--no-progress"]
+    from typer.testing import CliRunner
+
+    from calibrate.cli import app
+
+    res = CliRunner().invoke(app, [*args, "--dry-run"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    assert "10 image(s) to score, 0 already" in res.stdout and "USD" in res.stdout
+    with ScoreStore(store_path) as store:
+        assert store.runs().empty
+    res = CliRunner().invoke(app, [*args, "--max-calls", "4"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and "4 image(s) to score" in res.stdout
+    res = CliRunner().invoke(app, [*args, "--dry-run"], env={"COLUMNS": "300"})
+    assert "6 image(s) to score, 4 already" in res.stdout  # never paid for twice

@@ -80,7 +80,8 @@ def table_equal(a, b):
 
 def as_dict(ls: LabelScores):
     return {
-        i: (s, p) for i, s, p in zip(ls.image_ids.tolist(), ls.scores.tolist(), ls.positive.tolist())
+        i: (s, p)
+        for i, s, p in zip(ls.image_ids.tolist(), ls.scores.tolist(), ls.positive.tolist())
     }
 
 
@@ -100,7 +101,8 @@ def parts(store):
     """A store with 6 images of dataset 'parts': img000..img005, odd ones have 'scratch'."""
     store.add_images(
         "parts",
-        [image(i, ["scratch"] if i % 2 else [], split="cal" if i < 4 else "test") for i in range(6)],
+        [image(i, ["scratch"] if i % 2 else [], split="cal" if i < 4 else "test")
+         for i in range(6)],
     )
     return store
 
@@ -122,7 +124,8 @@ def test_new_file_gets_schema_and_version(path):
     assert path.exists()
     con = duckdb.connect(str(path), read_only=True)
     tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert {"meta", "runs", "images", "run_images", "results", "failures", "raw_responses"} <= tables
+    assert {"meta", "runs", "images", "run_images", "results", "failures",
+            "raw_responses"} <= tables
     version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     assert version == [(str(SCHEMA_VERSION),)]
     con.close()
@@ -497,7 +500,9 @@ def test_write_results_frame(parts):
         ({"image_id": ["img000"], "label": [None], "score": [0.3]}, "invalid score"),
         ({"image_id": ["img000", "zzz"], "label": ["a", "a"], "score": [0.1, 0.2]},
          r"1 image\(s\) are not registered in dataset 'parts' \(e.g. 'zzz'\)"),
-        ({"image_id": [None], "label": ["a"], "score": [0.1]}, "no image_id"),
+        ({"image_id": ["img000", None], "label": ["a", "a"], "score": [0.1, 0.2]},
+         "1 result row.* no image_id"),
+        ({"image_id": [None], "label": ["a"], "score": [0.1]}, "must hold strings"),
         ([1, 2, 3], "DataFrame"),
     ],
 )
@@ -530,7 +535,7 @@ def shared_store(tmp_path_factory):
         yield s
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=35, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     truth=st.lists(st.tuples(st.sets(st.sampled_from(LABELS)), st.sampled_from(["cal", "test"])),
@@ -551,7 +556,8 @@ def test_count_table_equals_table_of_scores(shared_store, truth, runs, data):
         if use_bulk and scored:
             rows = [(i, lab, s) for i, d, _ in scored for lab, s in
                     [(r.label, r.score) for r in d.results] or [(None, None)]]
-            store.write_results_frame(run, pd.DataFrame(rows, columns=["image_id", "label", "score"]))
+            frame = pd.DataFrame(rows, columns=["image_id", "label", "score"])
+            store.write_results_frame(run, frame)
             store.record(run, [], failed)
         else:
             store.record(run, scored, failed)

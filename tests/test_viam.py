@@ -431,7 +431,10 @@ def test_files_the_service_cannot_take_are_image_errors(tmp_path):
 def test_a_filtering_service_is_detected_and_its_floor_recorded(tmp_path):
     ds = read_manifest(make_set(tmp_path, 60))
     with detector(Machine(Line(cutoff=0.5))) as det, ScoreStore(tmp_path / "s.duckdb") as store:
-        score_dataset(ds, det, store, RunOptions(**QUIET))
+        with pytest.warns(CensoredScoresWarning, match="filters results below 0.5"):
+            score_dataset(ds, det, store, RunOptions(**QUIET))
+        # the runner keeps the observed floor with the run, for reports
+        assert store.runs().iloc[0]["detection_floor"] == 0.5
         assert det.observed_floor() == 0.5
         assert det.observed_floors()["scratch"] == 0.5
         with pytest.warns(CensoredScoresWarning, match="filters results below 0.5"):

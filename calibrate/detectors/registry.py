@@ -30,6 +30,21 @@ def _opencv_faces(model_version: str | None, **options: Any) -> Detector:
     return OpenCVFaceDetector(model_version=model_version, **options)
 
 
+def _rekognition(cls_name: str) -> Callable[..., Detector]:
+    def factory(model_version: str | None, **options: Any) -> Detector:
+        from calibrate.detectors import rekognition
+
+        return getattr(rekognition, cls_name)(model_version=model_version, **options)
+
+    return factory
+
+
+def _alibaba_imm(model_version: str | None, **options: Any) -> Detector:
+    from calibrate.detectors.alibaba_imm import AlibabaImmFaces
+
+    return AlibabaImmFaces(model_version=model_version, **options)
+
+
 def _viam(model_version: str | None, **options: Any) -> Detector:
     from calibrate.detectors.viam import ViamDetector
 
@@ -42,6 +57,23 @@ BUILTIN: dict[str, tuple[Callable[..., Detector], str]] = {
     "opencv-haar-faces": (
         _opencv_faces,
         "OpenCV Haar-cascade frontal face detector, local (needs calibrate[faces])",
+    ),
+    "rekognition-faces": (
+        _rekognition("RekognitionFaces"),
+        "Amazon Rekognition DetectFaces, every face attribute a label (calibrate[aws])",
+    ),
+    "rekognition-labels": (
+        _rekognition("RekognitionLabels"),
+        "Amazon Rekognition DetectLabels, MinConfidence=0 (calibrate[aws])",
+    ),
+    "rekognition-custom-labels": (
+        _rekognition("RekognitionCustomLabels"),
+        "Amazon Rekognition Custom Labels; --option project_version_arn=ARN (calibrate[aws])",
+    ),
+    "alibaba-imm-faces": (
+        _alibaba_imm,
+        "Alibaba Cloud IMM DetectImageFaces on oss:// images; --option project=... "
+        "--option region=... (calibrate[alibaba])",
     ),
     "viam": (
         _viam,
