@@ -248,15 +248,11 @@ def check_thresholds(
         When the thresholds file is ambiguous or the store has no scores of the
         candidate version.
     """
-    entries = tf.select(detector, deployed_version)
-    versions = sorted({(e.detector, e.model_version) for e in entries})
-    if len(versions) > 1:
-        raise InputError(
-            "the thresholds file holds several deployed versions "
-            f"({', '.join(f'{d} {v}' for d, v in versions)}); choose one with --detector "
-            "and --deployed-version."
-        )
-    det, dep_version = versions[0]
+    entries = tf.one_version(
+        detector, deployed_version, why="the gate checks one deployed version, but",
+        options="--detector and --deployed-version",
+    )
+    det, dep_version = entries[0].detector, entries[0].model_version
     known = store.versions()
     row = known[(known["detector"] == det) & (known["model_version"] == model_version)]
     if row.empty:

@@ -133,6 +133,39 @@ class ThresholdsFile:
             )
         return hits
 
+    def one_version(
+        self,
+        detector: str | None = None,
+        model_version: str | None = None,
+        *,
+        why: str = "",
+        options: str = "--detector and --model-version",
+    ) -> list[ThresholdEntry]:
+        """Entries of exactly one (detector, model version).
+
+        Parameters
+        ----------
+        detector, model_version : str, optional
+            Narrow the choice when the file holds several versions.
+        why : str
+            Why one version is needed, for the error message.
+        options : str
+            The command-line options that choose, for the error message.
+
+        Raises
+        ------
+        InputError
+            When nothing matches, or several versions do.
+        """
+        entries = self.select(detector, model_version)
+        versions = sorted({(e.detector, e.model_version) for e in entries})
+        if len(versions) > 1:
+            raise InputError(
+                f"{why or 'this needs one model version, but'} the thresholds file holds "
+                f"{', '.join(f'{d} {v}' for d, v in versions)}; choose one with {options}."
+            )
+        return entries
+
     def get(self, label: str, *, detector: str | None = None, model_version: str | None = None) -> ThresholdEntry:
         """The entry of ``label`` (optionally of one detector / version).
 

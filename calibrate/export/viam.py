@@ -55,15 +55,7 @@ class ViamExport:
 
 
 def _one_version(tf: ThresholdsFile, detector: str | None, model_version: str | None):
-    entries = tf.select(detector, model_version)
-    versions = sorted({(e.detector, e.model_version) for e in entries})
-    if len(versions) > 1:
-        raise InputError(
-            "a Viam vision service runs one model, but the thresholds file holds "
-            f"{', '.join(f'{d} {v}' for d, v in versions)}; choose one with --detector "
-            "and --model-version."
-        )
-    return entries
+    return tf.one_version(detector, model_version, why="a Viam vision service runs one model, but")
 
 
 def label_confidences(
