@@ -383,14 +383,24 @@ def _next_score_below(curve: ErrorCurve, threshold: float) -> float:
     return float(curve.thresholds[k]) if k < len(curve) else -np.inf
 
 
+#: Costs within this relative distance of the minimum are ties: they differ only by
+#: floating-point rounding (e.g. c*pi*4/4 against c*(1-pi)*2/2), and the tie rule, not
+#: the last bit, should decide between them.
+_TIE = 1e-12
+
+
+def _near_min(cost: np.ndarray) -> np.ndarray:
+    m = cost.min()
+    return cost <= m + _TIE * abs(m)
+
+
 def _lowest_cost(cost: np.ndarray, fa: np.ndarray, allowed: np.ndarray) -> int | None:
     """Index of the cheapest allowed candidate; ties go to fewer false accepts, then
     to the higher threshold (smaller index)."""
     idx = np.flatnonzero(allowed)
     if idx.size == 0:
         return None
-    c = cost[idx]
-    sel = idx[c == c.min()]
+    sel = idx[_near_min(cost[idx])]
     return int(sel[np.argmin(fa[sel])])
 
 
@@ -424,15 +434,20 @@ def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
     if lo == 0:  # never fire: no false positives, every positive missed
         best, where = w_fn * curve.n_positive, 0
     if cost.size:
-        m = cost.min()
-        ties = np.flatnonzero(cost == m)
+        ties = np.flatnonzero(_near_min(cost))
         fa = (curve.false_negatives if policy.action == "reject" else curve.false_positives)[
             a + ties
         ]
         j = int(ties[np.argmin(fa)])  # fewest false accepts, then the smallest index
-        # Never fire has the fewest false positives and the most false negatives.
-        if m < best or (m == best and policy.action == "reject" and fa.min() < curve.n_positive):
+        m = cost[j]
+        if where < 0 or m < best - _TIE * abs(best):
             best, where = m, a + j + 1
+        elif m <= best + _TIE * abs(best):
+            # A tie with "never fire", which has the most false negatives and no false
+            # positives: the curve point wins only with fewer false accepts.
+            never_fa = curve.n_positive if policy.action == "reject" else 0
+            if fa.min() < never_fa:
+                best, where = m, a + j + 1
     return where
 
 
