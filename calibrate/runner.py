@@ -49,7 +49,8 @@ class RunOptions:
         Calls in flight at once. Default: 8 for network detectors, the number of CPUs
         for local ones.
     rate_limit : float, optional
-        Most calls started per second, retries included (a service quota).
+        Most calls started per second on average, retries included (a service quota);
+        bursts are capped at one second's worth of calls.
     max_attempts : int, default 4
         Attempts per image for retryable errors (1 = no retry).
     backoff : float, default 0.5
@@ -138,18 +139,31 @@ class RunSummary:
 
 
 class _RateLimiter:
-    """At most ``rate`` starts per second, evenly spaced (no bursts beyond one)."""
+    """Token bucket: at most ``rate`` starts per second on average, with bursts of at
+    most ``burst`` (never more than one second's worth), so that calls finishing
+    together can be replaced together instead of one interval apart."""
 
-    def __init__(self, rate: float | None):
-        self.interval = 0.0 if not rate else 1.0 / rate
-        self.next = 0.0
+    def __init__(self, rate: float | None, burst: int = 1):
+        self.rate = rate
+        self.capacity = float(max(1, min(burst, int(rate)))) if rate else 0.0
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
 
     def delay(self) -> float:
-        return max(0.0, self.next - time.monotonic())
+        if not self.rate:
+            return 0.0
+        self._refill()
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
 
     def take(self) -> None:
-        now = time.monotonic()
-        self.next = max(self.next, now) + self.interval
+        if self.rate:
+            self._refill()
+            self.tokens -= 1.0
 
 
 class _Writer:
@@ -382,7 +396,7 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         pool = ThreadPoolExecutor(concurrency * 2, thread_name_prefix="calibrate-detect")
         submit = lambda img: pool.submit(_attempt, detector, img)  # noqa: E731
 
-    limiter = _RateLimiter(opts.rate_limit)
+    limiter = _RateLimiter(opts.rate_limit, burst=concurrency)
     rng = random.Random()
     retry_heap: list[tuple[float, int, Any, int]] = []  # (ready_at, seq, image, attempts)
     in_flight: dict[Future, tuple[Any, int, float]] = {}
