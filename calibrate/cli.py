@@ -83,8 +83,16 @@ def _root(
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    from rich.markup import escape
+
+    # Messages quote keys like [labels.crack]: data, not rich markup.
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(2)
+
+
+def _say(line: str) -> None:
+    # Label names and paths are data, not rich markup ("[labels.crack]" must survive).
+    out.print(line, markup=False, highlight=False)
 
 
 def _jsonable(value):
@@ -689,6 +697,96 @@ def check(
         out.print("[green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    store: Annotated[
+        Path, typer.Option("--store", help="The score store to report on.")
+    ] = Path("calibrate.duckdb"),
+    policy: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--policy",
+            help="TOML policy file ([defaults], [labels.<name>]). Without it every label "
+            "gets equal costs and no limits.",
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Folder to write into [default: reports/<store name>]."),
+    ] = None,
+    detector: Annotated[Optional[str], typer.Option(help="Only this detector.")] = None,
+    model_version: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--model-version",
+            help="Only this model version (repeatable, in this order; two or more are also "
+            "compared).",
+        ),
+    ] = None,
+    split: Annotated[
+        Optional[str], typer.Option(help="Calibrate on images of this split only.")
+    ] = None,
+    title: Annotated[Optional[str], typer.Option(help="Title of the report.")] = None,
+) -> None:
+    """Write the calibration report: one self-contained HTML file, a Markdown summary and
+    every figure as PNG and SVG.
+
+    Per label: the threshold, both error rates with exact upper bounds, cost, limits and
+    samples needed; score histograms, error rates with confidence bands, expected cost and
+    DET curves; model versions compared; and where the data came from.
+    """
+    from calibrate.report import write_report
+    from calibrate.thresholds import PolicySet, load_policy_file
+
+    try:
+        if not store.exists():
+            raise CalibrateError(f"no score store at {store}; fill one with 'calibrate score'.")
+        if policy is not None:
+            policies = load_policy_file(policy)
+        else:
+            policies = PolicySet(
+                {"cost_false_accept": 1, "cost_false_reject": 1},
+                source="equal costs, no limits (no --policy given)",
+            )
+        result = write_report(
+            store, policies, out_dir, detector=detector, model_versions=model_version,
+            split=split, title=title,
+        )
+    except CalibrateError as exc:
+        _fail(exc)
+    _say(f"report: {result.html_path}")
+    _say(f"summary: {result.markdown_path}")
+    _say(f"figures: {len(result.figure_paths)} files in {result.html_path.parent / 'figures'}")
+    if policy is None:
+        _say("note: no --policy given, so every label has equal costs and no limits.")
+
+
+@app.command("run")
+def run_cmd(
+    study: Annotated[
+        Path, typer.Argument(help="The study file (study.toml).", show_default=False)
+    ],
+    progress: Annotated[bool, typer.Option(help="Show progress bars while scoring.")] = True,
+) -> None:
+    """Run a study: score every detector version, choose thresholds, export, report.
+
+    The study file names the dataset, detectors and model versions, per-label policies,
+    export targets and where the store and report go. Re-run it after every retraining
+    or after an interruption: scoring resumes and skips what the store already holds.
+    """
+    from calibrate.study import load_study, run_study
+
+    try:
+        result = run_study(load_study(study), progress=progress)
+    except KeyboardInterrupt:
+        err.print("interrupted: everything scored so far is stored; run the same command to resume.")
+        raise typer.Exit(130)
+    except CalibrateError as exc:
+        _fail(exc)
+    for line in result.lines():
+        _say(line)
 
 
 def main() -> None:  # pragma: no cover - console script entry point

@@ -275,6 +275,10 @@ def atomic_write_text(path, text: str) -> None:
             os.fsync(f.fileno())
         if p.exists():
             os.chmod(tmp, p.stat().st_mode & 0o7777)
+        else:  # mkstemp makes 0600; a new config file gets the usual umask mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, p)
     except BaseException:
         try:

@@ -1,0 +1,631 @@
+"""The calibration report: one self-contained HTML file, a Markdown summary, figures.
+
+:func:`write_report` chooses every label's threshold from a score store (exactly as
+``calibrate thresholds`` does), draws the figures of :mod:`calibrate.report.figures`,
+and writes into ``out_dir``:
+
+* ``index.html`` - summary table, one section per label with its figures and the
+  choice's explanation, a comparison of model versions, and the data's provenance
+  (datasets and fingerprints, runs, failures excluded and why). Figures are embedded
+  as base64 PNG and the style sheet is inline, so the file opens offline and can be
+  mailed or attached as it is. Templates are jinja2 with autoescaping on, so label
+  names and messages from the data can never inject markup.
+* ``summary.md`` - the summary table and notes, for tickets and pull requests.
+* ``figures/*.png`` and ``figures/*.svg`` - every figure, for pasting elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from calibrate.curves import CountTable, error_curve
+from calibrate.errors import InputError
+from calibrate.report import figures as F
+from calibrate.thresholds import (
+    LabelThreshold,
+    PolicySet,
+    choose_thresholds_from_store,
+    evaluate_threshold,
+)
+
+__all__ = ["ReportResult", "build_report", "write_report"]
+
+#: Resolution of the PNG figures (embedded and written); 6.4 x 5 in -> 704 x 550 px.
+DPI = 110
+
+_KIND_TITLES = {
+    "histogram": ("score distribution", "Score distribution of images with and without the "
+                  "label; the vertical line is the threshold"),
+    "rates": ("error rates", "False-accept and false-reject rate versus threshold, with exact "
+              "confidence bands and the chosen point"),
+    "cost": ("expected cost", "Expected cost per item versus threshold; the circle is the "
+             "chosen threshold"),
+    "det": ("DET curve", "Detection error trade-off on normal-deviate axes; the diamond is "
+            "the equal error rate"),
+}
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Where a report was written.
+
+    Attributes
+    ----------
+    html_path : Path
+        The self-contained HTML report (``index.html``).
+    markdown_path : Path
+        The Markdown summary (``summary.md``).
+    figure_paths : list of Path
+        Every PNG and SVG figure written.
+    thresholds : list of LabelThreshold
+        The choices the report shows.
+    """
+
+    html_path: Path
+    markdown_path: Path
+    figure_paths: list[Path] = field(default_factory=list)
+    thresholds: list[LabelThreshold] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------
+# Templates
+# ---------------------------------------------------------------------------------------
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * float(x):.3g}%"
+
+
+def _num(x) -> str:
+    return f"{int(x):,}"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def _md(text) -> str:
+    """Escape text for a Markdown table cell: no markup, no HTML, no broken columns."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return s.replace("\r", " ").replace("\n", " ")
+
+
+def _code(text) -> str:
+    # Inside a code span nothing is interpreted except the closing backtick.
+    return str(text).replace("`", "'").replace("\n", " ")
+
+
+def _environments():
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    loader = PackageLoader("calibrate.report", "templates")
+    html = Environment(loader=loader, autoescape=True, undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True)
+    # Markdown is not HTML: its own escaping filter does the work there.
+    md = Environment(loader=loader, autoescape=False, undefined=StrictUndefined,
+                     keep_trailing_newline=True)
+    for env in (html, md):
+        env.filters.update(pct=_pct, num=_num, md=_md, code=_code)
+    return html, md
+
+
+# ---------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _FigureTask:
+    """One figure to draw: everything needed, picklable, so workers can draw it."""
+
+    kind: str
+    key: str
+    title: str | None
+    caption: str
+    short: str
+    tables: dict[str, CountTable]
+    policy: Any
+    label: str
+    detector: str
+    floors: dict[str, float | None]
+    overlay: bool
+
+
+def _draw(task: _FigureTask):
+    ax = F.new_axes()
+    if task.overlay:
+        F.overlay_versions(task.tables, kind=task.kind, policy=task.policy, label=task.label,
+                           detector=task.detector, detection_floors=task.floors, ax=ax)
+    else:
+        (ver, table), = task.tables.items()
+        F._KINDS[task.kind].from_count_table(
+            table, policy=task.policy, label=task.label, detection_floor=task.floors[ver], ax=ax
+        )
+    if task.title:
+        ax.set_title(task.title, fontsize="medium")
+    return ax.figure
+
+
+def _render(task: _FigureTask, directory: Path) -> dict[str, Any]:
+    """Draw one figure and write it as PNG and SVG; return what the templates need."""
+    fig = _draw(task)
+    # Lay out once, then freeze: each savefig would otherwise redo the layout.
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    png = buf.getvalue()
+    png_path = directory / f"{task.key}.png"
+    svg_path = directory / f"{task.key}.svg"
+    png_path.write_bytes(png)
+    # No date in the SVG, so an unchanged report is byte-identical.
+    fig.savefig(svg_path, format="svg", metadata={"Date": None})
+    w, h = fig.get_size_inches() * DPI
+    return {
+        "data_uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        "png_name": png_path.name,
+        "svg_name": svg_path.name,
+        "paths": [png_path, svg_path],
+        "caption": task.caption,
+        "alt": task.caption,
+        "short": task.short,
+        "width": int(round(w)),
+        "height": int(round(h)),
+    }
+
+
+def _render_all(tasks: list[_FigureTask], directory: Path, workers: int | None) -> list[dict]:
+    """Render figures, in forked worker processes on Linux when there are several CPUs.
+
+    Text layout makes a figure cost about half a second, so a report of dozens of
+    figures is worth spreading over processes. Only fork is used: spawn and forkserver
+    re-import the caller's ``__main__``, which runs a script without a main guard
+    again (and fails outright for code piped to ``python -``). Forking after the
+    store's queries is safe on Linux: the children only draw, never touch DuckDB, and
+    glibc's malloc is fork-safe. Elsewhere figures are drawn in this process.
+    """
+    import multiprocessing as mp
+    import os
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = min(4, cpus or 1)
+    if workers <= 1 or len(tasks) < 8 or not sys.platform.startswith("linux"):
+        return [_render(t, directory) for t in tasks]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        return list(pool.map(_render, tasks, [directory] * len(tasks), chunksize=2))
+
+
+def _remove_stale(directory: Path, written: list[Path]) -> None:
+    """Delete figures of an earlier report that this one did not write."""
+    keep = set(written)
+    for p in directory.glob("*"):
+        if p.suffix in (".png", ".svg") and p not in keep:
+            p.unlink()
+
+
+def _label_tasks(table: CountTable, lt: LabelThreshold, policy, floor) -> list[_FigureTask]:
+    """The four figures of one (detector, version, label)."""
+    who = f"{lt.detector} {lt.model_version}"
+    tasks = []
+    for kind in F._KINDS:
+        short, caption = _KIND_TITLES[kind]
+        tasks.append(_FigureTask(
+            kind=kind, key=F.figure_key(lt.label, lt.detector, lt.model_version, kind),
+            title=f"{F._plain(lt.label)} · {F._plain(who)}: {short}",
+            caption=f"{caption} ({lt.label}, {who}).", short=short,
+            tables={lt.model_version: table}, policy=policy, label=lt.label,
+            detector=lt.detector, floors={lt.model_version: floor}, overlay=False,
+        ))
+    return tasks
+
+
+def _comparison_tasks(detector, label, tables, policy, floors) -> list[_FigureTask]:
+    versions = ", ".join(tables)
+    tasks = []
+    for kind in F._KINDS:
+        short, caption = _KIND_TITLES[kind]
+        tasks.append(_FigureTask(
+            kind=kind, key=F.figure_key(label, detector, "versions", kind), title=None,
+            caption=f"{caption}: {versions} overlaid ({label}, {detector}).", short=short,
+            tables=dict(tables), policy=policy, label=label, detector=detector,
+            floors=dict(floors), overlay=True,
+        ))
+    return tasks
+
+
+# ---------------------------------------------------------------------------------------
+# Report data
+# ---------------------------------------------------------------------------------------
+
+
+def _threshold_text(t: float) -> str:
+    if math.isinf(t):
+        return "never fire" if t > 0 else "always fire"
+    return repr(float(t))  # exact: a rounded threshold could change decisions
+
+
+def _error_rows(choice) -> list[dict[str, Any]]:
+    fa_name, fr_name = F.error_names(choice.action)
+    reject = choice.action == "reject"
+    checks = {c.error: c for c in choice.limit_checks}
+    rows = []
+    for key, name, k, n, rate, upper in (
+        ("false_accept", fa_name, choice.false_accepts,
+         choice.n_positive if reject else choice.n_negative,
+         choice.false_accept_rate, choice.false_accept_rate_upper),
+        ("false_reject", fr_name, choice.false_rejects,
+         choice.n_negative if reject else choice.n_positive,
+         choice.false_reject_rate, choice.false_reject_rate_upper),
+    ):
+        check = checks.get(key)
+        rows.append(dict(name=name, errors=k, n=n, rate=rate, upper=upper,
+                         limit=None if check is None else check.limit,
+                         met=None if check is None else check.met))
+    return rows
+
+
+def _when(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    try:
+        if x != x:  # NaT
+            return "-"
+    except Exception:  # noqa: BLE001 - exotic timestamp types compare oddly
+        pass
+    return str(x)[:19]
+
+
+def _floor_text(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "none"
+    return f"{float(x):g}"
+
+
+def _hints(results) -> dict[str, str]:
+    """Column hints of the summary: what each error means, when all labels agree."""
+    actions = {r.choice.action for r in results if r.choice is not None}
+    if actions == {"reject"}:
+        return dict(fa_hint="defects shipped", fr_hint="good parts scrapped")
+    if actions == {"accept"}:
+        return dict(fa_hint="negatives let through", fr_hint="positives turned away")
+    return dict(fa_hint="by each label's action", fr_hint="by each label's action")
+
+
+def _provenance(store, keys, dataset: str | None, results) -> dict[str, Any]:
+    runs = store.runs()
+    if len(runs):
+        runs = runs[[k in keys for k in zip(runs["detector"], runs["model_version"], strict=True)]]
+    if dataset is not None and len(runs):
+        runs = runs[runs["dataset"] == dataset]
+    run_rows = [
+        dict(
+            run_id=r.run_id, detector=r.detector, model_version=r.model_version,
+            dataset=r.dataset, status=r.status, started_at=_when(r.started_at),
+            finished_at=_when(r.finished_at), n_scored=int(r.n_scored), n_failed=int(r.n_failed),
+            detection_floor=_floor_text(r.detection_floor), tool_version=r.tool_version,
+            settings=json.dumps(r.settings, indent=2, sort_keys=True, default=str),
+        )
+        for r in runs.itertuples()
+    ]
+    datasets: dict[tuple[str, str], list[str]] = {}
+    for r in runs.itertuples():
+        datasets.setdefault((r.dataset, r.dataset_fingerprint), []).append(
+            f"{r.detector} {r.model_version}"
+        )
+    dataset_rows = [
+        dict(dataset=d, fingerprint=fp, versions=", ".join(dict.fromkeys(v)))
+        for (d, fp), v in datasets.items()
+    ]
+    fails = store.failures()
+    failure_rows = []
+    if len(fails):
+        sel = fails[fails["run_id"].isin(set(runs["run_id"]))] if len(runs) else fails.iloc[0:0]
+        for (det, ver, kind), g in sel.groupby(["detector", "model_version", "kind"], sort=True):
+            examples = []
+            for m in g["message"]:
+                m = str(m)
+                m = m if len(m) <= 160 else m[:157] + "..."
+                if m not in examples:
+                    examples.append(m)
+                if len(examples) == 3:
+                    break
+            failure_rows.append(dict(detector=det, model_version=ver, kind=kind, n=len(g),
+                                     n_images=int(g["image_id"].nunique()), examples=examples))
+    excluded = {}
+    for r in results:
+        excluded[(r.detector, r.model_version)] = r.n_failed
+    return dict(
+        runs=run_rows,
+        datasets=dataset_rows,
+        failures=failure_rows,
+        excluded=[dict(detector=d, model_version=v, n=n) for (d, v), n in excluded.items()],
+        n_excluded=sum(excluded.values()),
+    )
+
+
+def _select_keys(store, detector, model_versions) -> list[tuple[str, str]]:
+    versions = store.versions()
+    if isinstance(model_versions, str):
+        model_versions = [model_versions]
+    keys = [
+        (r.detector, r.model_version) for r in versions.itertuples()
+        if (detector is None or r.detector == detector)
+        and (model_versions is None or r.model_version in model_versions)
+    ]
+    if not keys:
+        have = ", ".join(f"{r.detector} {r.model_version}" for r in versions.itertuples()) or "none"
+        want = " ".join(x for x in (detector or "", ", ".join(model_versions or [])) if x) or "any"
+        raise InputError(
+            f"the store {store.path} has no runs of {want}; it has: {have}. Score the "
+            "dataset first ('calibrate score') or fix the detector / model version."
+        )
+    if model_versions is not None:
+        missing = [v for v in model_versions if v not in {ver for _, ver in keys}]
+        if missing:
+            raise InputError(
+                f"the store {store.path} has no model version(s) {', '.join(missing)}"
+                + (f" of {detector}" if detector else "") + "."
+            )
+    return keys
+
+
+def build_report(
+    store,
+    policies: PolicySet,
+    out_dir,
+    *,
+    keys: list[tuple[str, str]],
+    split: str | None = None,
+    dataset: str | None = None,
+    title: str | None = None,
+    results: list[LabelThreshold] | None = None,
+    outputs: list[tuple[str, str]] = (),
+    extra_provenance: list[tuple[str, str]] = (),
+    workers: int | None = None,
+) -> ReportResult:
+    """Write the report for exact ``(detector, model_version)`` keys of an open store.
+
+    The engine behind :func:`write_report`, for callers (such as
+    :func:`calibrate.study.run_study`) that already hold the store open and the
+    threshold choices, so the report shows exactly what was exported.
+
+    Parameters
+    ----------
+    store : calibrate.store.ScoreStore
+    policies : PolicySet
+    out_dir : str or Path
+    keys : list of (detector, model_version)
+    split, dataset : str, optional
+    title : str, optional
+    results : list of LabelThreshold, optional
+        Choices already made on the same data; computed when omitted.
+    outputs : list of (what, path)
+        Other files written alongside (listed under provenance).
+    extra_provenance : list of (name, value)
+        More provenance rows (e.g. the study file and manifest).
+    workers : int, optional
+        Processes that draw figures (default: up to 4, one per CPU, on Linux; 1 draws
+        in this process, as on other systems).
+
+    Returns
+    -------
+    ReportResult
+    """
+    from calibrate import __version__
+    from calibrate.export.thresholds_file import atomic_write_text
+
+    out = Path(out_dir)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    if results is None:
+        results = []
+        for det, ver in keys:
+            results += choose_thresholds_from_store(
+                store, policies, detector=det, model_version=ver, split=split, dataset=dataset
+            )
+    keyset = set(keys)
+    results = [r for r in results if (r.detector, r.model_version) in keyset]
+    if not results:
+        raise InputError(
+            f"the store {store.path} has no labels to report for "
+            f"{', '.join(f'{d} {v}' for d, v in keys)}"
+            + (f" in split {split!r}" if split else "") + "."
+        )
+    order = {k: i for i, k in enumerate(keys)}
+    results = sorted(
+        results, key=lambda r: (r.label, r.detector, order[(r.detector, r.model_version)])
+    )
+    many_detectors = len({d for d, _ in keys}) > 1
+
+    tasks: list[_FigureTask] = []
+    slots: list[tuple[list, int, int]] = []  # (list to fill, first task, count)
+    floors = {k: F.recorded_detection_floor(store, *k) for k in keys}
+    sections: dict[tuple[str, str], dict[str, Any]] = {}
+    summary_rows = []
+    notes = []
+    for r in results:
+        anchor = "label-" + F.figure_key(r.label, r.detector)
+        sec = sections.setdefault((r.detector, r.label), dict(
+            label=r.label + (f" ({r.detector})" if many_detectors else ""),
+            anchor=anchor, versions=[], tables={}, choices={}, comparison=None,
+        ))
+        policy = policies.for_label(r.label)
+        v: dict[str, Any] = dict(
+            detector=r.detector, model_version=r.model_version, choice=r.choice,
+            problem=r.problem, n_failed=r.n_failed, figures=[],
+            anchor=anchor + "--" + F.figure_key(r.model_version),
+            detection_floor=floors[(r.detector, r.model_version)],
+        )
+        row = dict(label=r.label, detector=r.detector, model_version=r.model_version,
+                   anchor=v["anchor"], choice=r.choice, problem=r.problem)
+        if r.choice is not None:
+            c = r.choice
+            table = store.count_table(r.detector, r.model_version, r.label, split=split,
+                                      dataset=dataset)
+            sec["tables"][r.model_version] = table
+            sec["choices"][r.model_version] = c
+            v.update(
+                threshold_exact=_threshold_text(c.threshold),
+                errors=_error_rows(c),
+                policy_items=[(k, val) for k, val in c.policy.to_dict().items() if val is not None],
+                figures=[],
+            )
+            new = _label_tasks(table, r, policy, v["detection_floor"])
+            slots.append((v["figures"], len(tasks), len(new)))
+            tasks += new
+            row.update(threshold_text=_threshold_text(c.threshold),
+                       threshold_exact=_threshold_text(c.threshold))
+            if c.status != "ok":
+                notes.append(dict(label=r.label, version=f"{r.detector} {r.model_version}",
+                                  text=c.explanation))
+        else:
+            notes.append(dict(label=r.label, version=f"{r.detector} {r.model_version}",
+                              text=f"cannot calibrate: {r.problem}"))
+        sec["versions"].append(v)
+        summary_rows.append(row)
+
+    for (det, label), sec in sections.items():
+        tables = sec.pop("tables")
+        choices = sec.pop("choices")
+        if len(tables) < 2:
+            continue
+        policy = policies.for_label(label)
+        curves = {ver: error_curve(t) for ver, t in tables.items()}
+        crossover = []
+        for a in tables:
+            for b in tables:
+                if a == b:
+                    continue
+                ch = evaluate_threshold(curves[b], choices[a].threshold, policy)
+                crossover.append(dict(
+                    source=f"{det} {a}", target=f"{det} {b}", choice=ch,
+                    threshold_text=_threshold_text(choices[a].threshold),
+                    own_cost=choices[b].expected_cost,
+                ))
+        sec["comparison"] = dict(crossover=crossover, figures=[])
+        new = _comparison_tasks(det, label, tables, policy,
+                                {ver: floors[(det, ver)] for ver in tables})
+        slots.append((sec["comparison"]["figures"], len(tasks), len(new)))
+        tasks += new
+
+    rendered = _render_all(tasks, fig_dir, workers)
+    for target, first, count in slots:
+        target.extend(rendered[first:first + count])
+    written = [p for f in rendered for p in f["paths"]]
+    _remove_stale(fig_dir, written)
+
+    prov = _provenance(store, keyset, dataset, results)
+    context = dict(
+        title=title or f"Calibration report: {store.path.stem}",
+        store_path=str(store.path),
+        split=split,
+        dataset=dataset,
+        policy_source=policies.source,
+        calibrate_version=__version__,
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        summary_rows=summary_rows,
+        **_hints(results),
+        sections=list(sections.values()),
+        notes=notes,
+        outputs=[(w, str(p)) for w, p in outputs],
+        extra_provenance=[(k, str(val)) for k, val in extra_provenance],
+        **prov,
+    )
+    html_env, md_env = _environments()
+    html_path = out / "index.html"
+    md_path = out / "summary.md"
+    atomic_write_text(html_path, html_env.get_template("report.html.j2").render(**context))
+    atomic_write_text(md_path, md_env.get_template("summary.md.j2").render(**context))
+    return ReportResult(html_path, md_path, written, results)
+
+
+def write_report(
+    store_path_or_store,
+    policies: PolicySet,
+    out_dir=None,
+    *,
+    detector: str | None = None,
+    model_versions: list[str] | str | None = None,
+    split: str | None = None,
+    title: str | None = None,
+    dataset: str | None = None,
+    workers: int | None = None,
+) -> ReportResult:
+    """Write the calibration report of a score store.
+
+    Parameters
+    ----------
+    store_path_or_store : str, Path or calibrate.store.ScoreStore
+        A store file (opened read-only) or an open store.
+    policies : PolicySet
+        Per-label policies, e.g. from :func:`calibrate.thresholds.load_policy_file`.
+    out_dir : str or Path, optional
+        Folder to write into (created if missing). Default
+        ``reports/<store file stem>``.
+    detector : str, optional
+        Only this detector (default: every detector in the store).
+    model_versions : list of str, optional
+        Only these model versions, in this order (default: all, oldest first). With
+        two or more, each label also gets a comparison of the versions.
+    split : str, optional
+        Calibrate on images of this split only (e.g. ``"calibration"``).
+    title : str, optional
+    dataset : str, optional
+        Only runs on this dataset.
+    workers : int, optional
+        Processes that draw the figures (default: up to 4, one per CPU, on Linux; 1
+        draws in this process, as on other systems).
+
+    Returns
+    -------
+    ReportResult
+        Paths of ``index.html``, ``summary.md`` and every figure, and the thresholds.
+
+    Raises
+    ------
+    InputError
+        When the store has no matching runs, or a label's policy is invalid.
+    StoreError
+        When the store cannot be opened.
+
+    Examples
+    --------
+    >>> from calibrate.thresholds import load_policy_file
+    >>> result = write_report("calibrate.duckdb",                     # doctest: +SKIP
+    ...                       load_policy_file("datasets/parts-policy.toml"),
+    ...                       "reports/parts", split="calibration")
+    >>> result.html_path                                               # doctest: +SKIP
+    PosixPath('reports/parts/index.html')
+    """
+    from calibrate.store import ScoreStore
+
+    if isinstance(store_path_or_store, ScoreStore):
+        store, owned = store_path_or_store, False
+    else:
+        path = Path(store_path_or_store)
+        if not path.exists():
+            raise InputError(f"no score store at {path}; fill one with 'calibrate score'.")
+        store, owned = ScoreStore(path, read_only=True), True
+    try:
+        if out_dir is None:
+            out_dir = Path("reports") / store.path.stem
+        keys = _select_keys(store, detector, model_versions)
+        if model_versions is not None and not isinstance(model_versions, str):
+            rank = {v: i for i, v in enumerate(model_versions)}
+            keys.sort(key=lambda k: rank[k[1]])
+        return build_report(store, policies, out_dir, keys=keys, split=split, dataset=dataset,
+                            title=title, workers=workers)
+    finally:
+        if owned:
+            store.close()
