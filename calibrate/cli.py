@@ -445,7 +445,7 @@ def score(
                 close()
     except KeyboardInterrupt:
         err.print("interrupted: everything finished so far is stored; run the same command to resume.")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except CalibrateError as exc:
         _fail(exc)
     if summary.status == "skipped":
@@ -782,7 +782,7 @@ def run_cmd(
         result = run_study(load_study(study), progress=progress)
     except KeyboardInterrupt:
         err.print("interrupted: everything scored so far is stored; run the same command to resume.")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except CalibrateError as exc:
         _fail(exc)
     for line in result.lines():

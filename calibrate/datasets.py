@@ -370,7 +370,7 @@ def make_parts(
     split = _stratified_split(
         range(n_parts), lambda i: kinds[i] or "good", ("good", *PARTS_LABELS)
     )
-    images = _fresh_images_dir(out, "part-*.png", "make_parts", overwrite)
+    _fresh_images_dir(out, "part-*.png", "make_parts", overwrite)
 
     lines = []
     split_counts: dict[str, dict[str, int]] = {"calibration": {}, "test": {}}
@@ -811,7 +811,7 @@ def make_faces(out_dir, *, seed: int = 0, overwrite: bool = False) -> Path:
         items += [(source, i, degr[i]) for i in range(n)]
     order = plan_rng.permutation(len(items))
     split = _stratified_split(order, lambda k: items[k][0], FACES_SOURCES)
-    images = _fresh_images_dir(out, "faces-*.png", "make_faces", overwrite)
+    _fresh_images_dir(out, "faces-*.png", "make_faces", overwrite)
 
     lines = []
     counts: dict[str, dict[str, int]] = {"face": {}, "non-face": {}}

@@ -834,7 +834,7 @@ def choose_thresholds_from_store(
             out.append(
                 _choose_one(
                     row.detector, row.model_version, label,
-                    lambda d=row.detector, v=row.model_version, lab=label: error_curve(
+                    lambda d=row.detector, v=row.model_version, lab=label, kw=kw: error_curve(
                         store.count_table(d, v, lab, **kw)
                     ),
                     policies,
