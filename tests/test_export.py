@@ -123,6 +123,11 @@ def test_rounding_picks_a_representable_value_inside_the_gap():
     assert v.exact and v.value == 0.1234 and "keeps them" in v.note
     w = decision_safe(0.123456, 0.123455, 4)  # no 4-decimal value in the gap
     assert not w.exact and "changes decisions" in w.note
+    # the safe value closest to T, not the one closest to the score below it
+    assert decision_safe(0.876, 0.5, 2).value == 0.87
+    assert shortest_safe(0.87, 0.12).value == 0.87
+    assert shortest_safe(0.18702547321377405, 0.18).value == 0.187
+    assert shortest_safe(0.18702547321377405, 0.18702).value == 0.187025
 
 
 # -- round trips: exported config reproduces the decisions on the stored scores --------
@@ -160,6 +165,13 @@ def test_viam_never_fire_is_written_by_leaving_the_label_out():
     assert any("spot" in w and "no calibrated threshold" in w for w in exp.warnings)
     exp2 = viam_export.label_confidences(tf, emitted_labels=["spot"], uncalibrated="drop",)
     assert "spot" in exp2.dropped and "spot" not in exp2.label_confidences
+
+
+def test_viam_refuses_an_all_never_fire_map():
+    # An empty label_confidences means "unset" to Viam: it would keep everything.
+    tf = ThresholdsFile((entry("scratch", math.inf, 0.97),))
+    with pytest.raises(InputError, match="treats an empty label_confidences as unset"):
+        viam_export.label_confidences(tf)
 
 
 def test_viam_refuses_labels_differing_only_in_case():
@@ -248,7 +260,7 @@ def test_rekognition_custom_labels_call_level_floor():
     from calibrate.export.rekognition import min_confidence_map
 
     m = min_confidence_map(tf)
-    assert m["MinConfidence"] == {"bolt": 87.0, "nut": 55.0}  # fewest decimals inside the gaps
+    assert m["MinConfidence"] == {"bolt": 87.12, "nut": 55.5}  # 2 decimals on the 0-100 scale
     assert m["CallMinConfidence"] <= min(m["MinConfidence"].values())
     m3 = min_confidence_map(tf, decimals=3)
     assert m3["MinConfidence"] == {"bolt": 87.123, "nut": 55.5}

@@ -48,7 +48,10 @@ def min_confidence_map(
         listed under ``never_fire`` (the application drops it).
     """
     entries = tf.select(detector, model_version)
-    tv = target_values(entries, low=0.0, high=100.0, decimals=decimals, target="Rekognition")
+    # 0-100 scale: two decimals move a rule by less than 1e-4 of the scale, as four do on 0-1.
+    tv = target_values(
+        entries, low=0.0, high=100.0, decimals=decimals, target="Rekognition", min_decimals=2
+    )
     thresholds, never, notes = tv.values, tv.never_fire, tv.notes
     out: dict[str, Any] = {
         "target": "amazon-rekognition",

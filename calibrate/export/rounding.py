@@ -34,8 +34,20 @@ class ExportedValue:
     note: str = ""
 
 
+def _floor_to(x: float, decimals: int) -> float:
+    """The largest value with ``decimals`` decimals that is at most ``x`` (float-safe)."""
+    step = 10.0 ** -decimals
+    k = math.floor(x / step)
+    for j in (k + 1, k, k - 1, k - 2):  # x / step can be off by one either way
+        cand = round(j * step, decimals)
+        if cand <= x:
+            return cand
+    return round((k - 2) * step, decimals)  # pragma: no cover - unreachable
+
+
 def decision_safe(threshold: float, next_below: float, decimals: int) -> ExportedValue:
-    """The value with ``decimals`` decimals that keeps every calibration decision.
+    """The value with ``decimals`` decimals closest to the threshold that keeps every
+    calibration decision.
 
     Parameters
     ----------
@@ -49,32 +61,21 @@ def decision_safe(threshold: float, next_below: float, decimals: int) -> Exporte
     Returns
     -------
     ExportedValue
-        ``round(threshold, decimals)`` when that stays in ``(next_below, threshold]``;
-        otherwise the smallest value of that precision above ``next_below`` if it is
-        still at most ``threshold``; otherwise the plain rounding, flagged inexact.
+        The largest value of that precision that is at most ``threshold``, when it is
+        still above ``next_below`` (so it is also the closest safe value: anything above
+        the threshold would stop firing on the threshold's own score). Otherwise the
+        plain rounding, flagged inexact, with a note naming the changed decisions.
     """
     if not math.isfinite(threshold):
         raise ValueError("decision_safe needs a finite threshold")
+    cand = _floor_to(threshold, decimals)
+    if next_below < cand:
+        plain = round(threshold, decimals)
+        note = "" if cand == plain else (
+            f"{threshold!r} rounds to {plain!r}, which would change decisions; {cand!r} keeps them."
+        )
+        return ExportedValue(cand, True, note)
     plain = round(threshold, decimals)
-    if next_below < plain <= threshold:
-        return ExportedValue(plain, True)
-    step = 10.0 ** -decimals
-    if math.isfinite(next_below):
-        m = math.floor(next_below / step) + 1
-        for k in (m - 1, m, m + 1):  # float noise either way
-            cand = round(k * step, decimals)
-            if next_below < cand <= threshold:
-                return ExportedValue(
-                    cand, True,
-                    f"{threshold!r} rounds to {plain!r}, which would change decisions; "
-                    f"{cand!r} keeps them.",
-                )
-    else:
-        cand = math.floor(threshold / step) * step
-        cand = round(cand, decimals)
-        if cand > threshold:
-            cand = round(cand - step, decimals)
-        return ExportedValue(cand, True, "")
     return ExportedValue(
         plain, False,
         f"no value with {decimals} decimals lies in ({next_below!r}, {threshold!r}], so "
@@ -102,24 +103,32 @@ class TargetValues:
     notes: list
 
 
-def shortest_safe(threshold: float, next_below: float, max_decimals: int = 12) -> ExportedValue:
-    """The value with the fewest decimals that keeps every calibration decision.
+def shortest_safe(
+    threshold: float, next_below: float, min_decimals: int = 4, max_decimals: int = 15
+) -> ExportedValue:
+    """The threshold with the fewest decimals (at least ``min_decimals``) that keeps
+    every calibration decision, taken at or just below the threshold.
 
     Targets that read a JSON number hold a double, so nothing forces rounding; a short
-    value is kinder to the people who read configs. Falls back to the threshold itself.
+    value is kinder to the people who read configs, and with ``min_decimals`` it moves
+    the rule by less than ``10**-min_decimals`` on scores the calibration data did not
+    have. Falls back to the threshold itself.
     """
-    for d in range(max_decimals + 1):
+    for d in range(min_decimals, max_decimals + 1):
         v = decision_safe(threshold, next_below, d)
         if v.exact:
             return ExportedValue(v.value, True)
     return ExportedValue(float(threshold), True)
 
 
-def target_values(entries, *, low: float, high: float, decimals: int | None, target: str) -> TargetValues:
+def target_values(
+    entries, *, low: float, high: float, decimals: int | None, target: str, min_decimals: int = 4
+) -> TargetValues:
     """Decision-safe values for ``entries`` on a target whose scale is ``[low, high]``.
 
-    ``decimals=None`` writes each threshold with the fewest decimals that keep its
-    decisions; an integer forces that precision and notes any decision it changes.
+    ``decimals=None`` writes each threshold with the fewest decimals (at least
+    ``min_decimals``) that keep its decisions; an integer forces that precision and
+    notes any decision it changes.
 
     Raises
     ------
@@ -152,7 +161,7 @@ def target_values(entries, *, low: float, high: float, decimals: int | None, tar
             )
         else:
             if decimals is None:
-                v = shortest_safe(t, e.next_score_below)
+                v = shortest_safe(t, e.next_score_below, min_decimals)
             else:
                 v = decision_safe(t, e.next_score_below, decimals)
             out.values[e.label] = v.value

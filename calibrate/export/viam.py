@@ -131,9 +131,14 @@ def label_confidences(
                 f"{d} (Viam ignores default_minimum_confidence once label_confidences is set)."
             )
     if not out.label_confidences:
-        out.warnings.append(
-            "label_confidences is empty, so Viam would fall back to "
-            "default_minimum_confidence for every label; nothing is filtered as calibrated."
+        # Viam reads an empty map as "no per-label cutoffs" and falls back to
+        # default_minimum_confidence: the opposite of dropping every label.
+        raise InputError(
+            "every label would be left out of label_confidences ("
+            + ", ".join(out.dropped)
+            + "), and Viam treats an empty label_confidences as unset, keeping results at "
+            "default_minimum_confidence. Nothing should fire: disable the service instead, "
+            "or list labels it may keep."
         )
     return out
 
