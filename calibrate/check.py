@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,8 +47,8 @@ class LabelGate:
         deployed entry's cost on its own calibration data.
     ks_statistic, ks_pvalue : float or None
         Two-sample KS test between the deployed version's and the candidate's scores of
-        the label (all images; "no result" counted below every score). None when the
-        store has no scores of the deployed version.
+        the label, per class, for the class that moved most ("no result" counted below
+        every score). None when the store has no scores of the deployed version.
     median_shift_positive, median_shift_negative : float or None
         Candidate minus deployed median score, per class (finite scores only).
     passed : bool
@@ -182,30 +182,35 @@ def _num(x: float) -> str:
 
 
 def _shift(store, detector, base_version, cand_version, label, split):
-    """KS statistic and per-class median shifts between two versions' scores."""
+    """Per-class KS statistics and median shifts between two versions' scores.
+
+    Per class, so that a candidate set with another mix of positives and negatives does
+    not look like a moved score distribution.
+    """
     from scipy.stats import ks_2samp
 
     try:
         base = store.scores(detector, base_version, label, split=split)
     except InputError:
-        return None, None, None, None
+        return {}
     if len(base.scores) == 0:
-        return None, None, None, None
+        return {}
     cand = store.scores(detector, cand_version, label, split=split)
     both = np.concatenate([base.scores, cand.scores])
     finite = both[np.isfinite(both)]
     floor = (finite.min() - 1.0) if finite.size else 0.0
-    # "No result" ranks below every score: map it to one value under the minimum.
-    a = np.where(np.isfinite(base.scores), base.scores, floor)
-    b = np.where(np.isfinite(cand.scores), cand.scores, floor)
-    ks = ks_2samp(a, b)
-
-    def median_shift(cls: bool):
-        x = base.scores[(base.positive == cls) & np.isfinite(base.scores)]
-        y = cand.scores[(cand.positive == cls) & np.isfinite(cand.scores)]
-        return float(np.median(y) - np.median(x)) if x.size and y.size else None
-
-    return float(ks.statistic), float(ks.pvalue), median_shift(True), median_shift(False)
+    out = {}
+    for cls, name in ((True, "positive"), (False, "negative")):
+        # "No result" ranks below every score: one value under the minimum.
+        a = base.scores[base.positive == cls]
+        b = cand.scores[cand.positive == cls]
+        if a.size and b.size:
+            ks = ks_2samp(np.where(np.isfinite(a), a, floor), np.where(np.isfinite(b), b, floor))
+            out[f"ks_{name}"] = (float(ks.statistic), float(ks.pvalue))
+        fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+        if fa.size and fb.size:
+            out[f"median_shift_{name}"] = float(np.median(fb) - np.median(fa))
+    return out
 
 
 def check_thresholds(
@@ -280,10 +285,13 @@ def check_thresholds(
             gate.reasons.append(f"cannot evaluate the candidate: {exc}")
             results.append(gate)
             continue
+        # Costs are compared at the deployed prevalence: the candidate's labeled set may
+        # mix classes differently, which says nothing about the production line.
+        policy = replace(e.policy, prevalence=e.prevalence)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoRankingInformationWarning)
-            gate.at_deployed = evaluate_threshold(curve, e.threshold, e.policy)
-            gate.recommended = choose_threshold_from_curve(curve, e.policy)
+            gate.at_deployed = evaluate_threshold(curve, e.threshold, policy)
+            gate.recommended = choose_threshold_from_curve(curve, policy)
         gate.cost_change = gate.at_deployed.expected_cost - e.expected_cost
         for lc in gate.at_deployed.limit_checks:
             if not lc.met:
@@ -293,8 +301,12 @@ def check_thresholds(
                     f"{_num(e.threshold)} is {_pct(lc.rate)} ({lc.errors} of {lc.n:,}), upper "
                     f"bound {_pct(lc.upper)} at {lc.confidence:.0%}, above the limit {_pct(lc.limit)}."
                 )
-        if max_cost_increase is not None and e.expected_cost > 0:
-            rel = gate.cost_change / e.expected_cost
+        if max_cost_increase is not None:
+            # From a cost of 0 any increase is unbounded in relative terms.
+            rel = (
+                gate.cost_change / e.expected_cost if e.expected_cost > 0
+                else (math.inf if gate.cost_change > 0 else 0.0)
+            )
             if rel > max_cost_increase:
                 gate.passed = False
                 gate.reasons.append(
@@ -306,8 +318,12 @@ def check_thresholds(
         if not gate.at_deployed.has_ranking_information:
             gate.passed = False
             gate.reasons.append("the candidate's scores for this label are all equal.")
-        (gate.ks_statistic, gate.ks_pvalue, gate.median_shift_positive,
-         gate.median_shift_negative) = _shift(store, det, dep_version, model_version, e.label, split)
+        shift = _shift(store, det, dep_version, model_version, e.label, split)
+        ks = [shift[k] for k in ("ks_positive", "ks_negative") if k in shift]
+        if ks:
+            gate.ks_statistic, gate.ks_pvalue = max(ks)  # the class that moved most
+        gate.median_shift_positive = shift.get("median_shift_positive")
+        gate.median_shift_negative = shift.get("median_shift_negative")
         results.append(gate)
     for label in sorted(cand_labels - {e.label for e in entries}):
         results.append(

@@ -121,3 +121,59 @@ def test_usage_and_data_errors_exit_2(parts_store, deployed, tmp_path):
     assert res.exit_code == 2 and "not a calibrate thresholds file" in res.stderr
     res = gate([str(deployed), "--store", str(store_path)])
     assert res.exit_code == 2  # missing --model-version: a usage error
+
+
+def _two_versions(tmp_path, v1_rows, v2_rows):
+    """A store with two versions from (image_id, score, truth) rows, via import-scores."""
+    import pandas as pd
+
+    from calibrate.detectors.precomputed import import_scores
+
+    rows = [dict(image_id=i, label="crack", score=s, truth=t, model_version="v1", detector="d")
+            for i, s, t in v1_rows]
+    rows += [dict(image_id=i, label="crack", score=s, truth=t, model_version="v2", detector="d")
+             for i, s, t in v2_rows]
+    csv = tmp_path / "scores.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    store_path = tmp_path / "s.duckdb"
+    with ScoreStore(store_path) as st:
+        import_scores(st, csv)
+    return store_path
+
+
+def _deploy(store_path, tmp_path, *extra):
+    out = tmp_path / "dep.json"
+    res = runner.invoke(app, ["thresholds", "--store", str(store_path), "--model-version", "v1",
+                              "--cost-false-accept", "10", "--cost-false-reject", "1",
+                              "-o", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_cost_limit_bites_when_the_deployed_cost_was_zero(tmp_path):
+    # v1 separates perfectly (cost 0); v2 misses every defect at v1's threshold.
+    v1 = [(f"p{i}", 0.9, True) for i in range(10)] + [(f"n{i}", 0.1, False) for i in range(40)]
+    v2 = [(f"p{i}", 0.5, True) for i in range(10)] + [(f"n{i}", 0.1, False) for i in range(40)]
+    store_path = _two_versions(tmp_path, v1, v2)
+    dep = _deploy(store_path, tmp_path)
+    res = gate([str(dep), "--store", str(store_path), "--model-version", "v2",
+                "--max-cost-increase", "0.2", "--format", "json"])
+    assert res.exit_code == 1, res.output
+    (row,) = json.loads(res.stdout)["labels"]
+    assert "expected cost per item rose" in row["reasons"][0]
+
+
+def test_another_class_mix_is_not_a_shift(tmp_path):
+    # v2 has v1's scores exactly, plus copies of every negative: same rates, same
+    # per-class distributions; only the labeled set's mix differs.
+    pos = [(f"p{i}", 0.5 + i / 40, True) for i in range(20)]
+    neg = [(f"n{i}", i / 40, False) for i in range(25)]
+    extra = [(f"x{k}-{i}", s, False) for k in range(3) for i, (_, s, _) in enumerate(neg)]
+    store_path = _two_versions(tmp_path, pos + neg, pos + neg + extra)
+    dep = _deploy(store_path, tmp_path)
+    res = gate([str(dep), "--store", str(store_path), "--model-version", "v2",
+                "--max-cost-increase", "0.01", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["labels"]
+    assert row["cost_change"] == pytest.approx(0.0, abs=1e-12)
+    assert row["ks_statistic"] == pytest.approx(0.0, abs=1e-12)
