@@ -49,8 +49,12 @@ class RunOptions:
         Calls in flight at once. Default: 8 for network detectors, the number of CPUs
         for local ones.
     rate_limit : float, optional
-        Most calls started per second on average, retries included (a service quota);
-        bursts are capped at one second's worth of calls.
+        Most calls started per second on average, retries included (a service quota).
+        It is a token bucket that starts with one token and holds at most
+        ``min(concurrency, rate_limit)``, so calls finishing together are replaced
+        together; after an idle spell one second can hold up to ``rate + burst - 1``
+        starts. For a quota that counts every one-second window strictly, set
+        ``concurrency`` to 1 or the limit below the quota.
     max_attempts : int, default 4
         Attempts per image for retryable errors (1 = no retry).
     backoff : float, default 0.5
@@ -146,7 +150,8 @@ class _RateLimiter:
     def __init__(self, rate: float | None, burst: int = 1):
         self.rate = rate
         self.capacity = float(max(1, min(burst, int(rate)))) if rate else 0.0
-        self.tokens = self.capacity
+        # Start with one token, not a full bucket: no burst before the rate is earned.
+        self.tokens = min(1.0, self.capacity)
         self.stamp = time.monotonic()
 
     def _refill(self) -> None:
@@ -219,8 +224,14 @@ def _attempt_in_worker(image) -> tuple[str, Any]:
     return _attempt(_WORKER_DETECTOR, image)
 
 
-def _attempt(detector: Detector, image) -> tuple[str, Any]:
-    """One detector call, its outcome classified for the main thread."""
+def _attempt(detector: Detector, image, stamp: list | None = None) -> tuple[str, Any]:
+    """One detector call, its outcome classified for the main thread.
+
+    ``stamp`` receives the time the call really started (a call may wait in the pool's
+    queue first), which is what a timeout is measured from.
+    """
+    if stamp is not None:
+        stamp.append(time.monotonic())
     try:
         detection = detector.detect(image)
     except RetryableError as exc:
@@ -310,9 +321,10 @@ def plan_run(dataset, detector: Detector, store, options: RunOptions | None = No
     )
     done = store.done_image_ids(run.run_id) if run is not None else set()
     todo = sum(1 for img in dataset.images if img.image_id not in done)
+    already = len(dataset.images) - todo
     if opts.max_calls is not None:
         todo = min(todo, opts.max_calls)
-    return RunPlan(run.run_id if run else None, todo, len(dataset.images) - todo)
+    return RunPlan(run.run_id if run else None, todo, already)
 
 
 def score_dataset(dataset, detector: Detector, store, options: RunOptions | None = None) -> RunSummary:
@@ -362,7 +374,11 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     else:
         run_id = run.run_id
     done = store.done_image_ids(run_id)
-    summary = RunSummary(run_id, detector.name, detector.model_version, len(dataset.images) + len(dataset.problems))
+    summary = RunSummary(
+        run_id, detector.name, detector.model_version, len(dataset.images) + len(dataset.problems)
+    )
+    known = {img.image_id for img in dataset.images} | {p.image_id for p in dataset.problems}
+    summary.already_done = len(done & known)
 
     # Images the manifest could not load are failures of this run, recorded once.
     bad = [
@@ -376,7 +392,11 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         summary.failures_by_kind["image"] = len(bad)
         done |= {b[0] for b in bad}
     todo = deque(img for img in dataset.images if img.image_id not in done)
-    summary.already_done = summary.n_images - len(todo) - len(bad)
+    # A problem the reader could not even give an id cannot be stored; count it failed.
+    nameless = sum(1 for p in dataset.problems if not p.image_id)
+    if nameless:
+        summary.failed += nameless
+        summary.failures_by_kind["unrecorded"] = nameless
     if not todo:
         if run is not None and run.status == "finished" and not bad:
             summary.status = "skipped"
@@ -389,17 +409,22 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     concurrency = opts.concurrency or (8 if kind == "io" else _cpu_count())
     timeout = opts.timeout if opts.timeout is not None else (120.0 if kind == "io" else None)
     if kind == "cpu" and concurrency > 1:
-        pool = ProcessPoolExecutor(concurrency, initializer=_init_worker, initargs=(detector,))
-        submit = lambda img: pool.submit(_attempt_in_worker, img)  # noqa: E731
+        workers = concurrency
+        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(detector,))
+        submit = lambda img, stamp: pool.submit(_attempt_in_worker, img)  # noqa: E731
     else:
         # Abandoned (timed-out) calls keep their thread, so allow spare threads.
-        pool = ThreadPoolExecutor(concurrency * 2, thread_name_prefix="calibrate-detect")
-        submit = lambda img: pool.submit(_attempt, detector, img)  # noqa: E731
+        workers = concurrency * 2
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="calibrate-detect")
+        submit = lambda img, stamp: pool.submit(_attempt, detector, img, stamp)  # noqa: E731
 
     limiter = _RateLimiter(opts.rate_limit, burst=concurrency)
     rng = random.Random()
     retry_heap: list[tuple[float, int, Any, int]] = []  # (ready_at, seq, image, attempts)
-    in_flight: dict[Future, tuple[Any, int, float]] = {}
+    # future -> (image, attempt number, [start time once the call really runs])
+    in_flight: dict[Future, tuple[Any, int, list]] = {}
+    hung: set[Future] = set()  # abandoned calls still occupying a worker
+    stuck_since: float | None = None
     abandoned = 0
     scored_batch: list[tuple[str, Detection, int]] = []
     failed_batch: list[tuple[str, str, str, int]] = []
@@ -450,7 +475,11 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
             )
             while todo or retry_heap or in_flight:
                 # Dispatch while there is room, respecting the rate limit and the budget.
-                while len(in_flight) < concurrency and fatal is None:
+                while (
+                    len(in_flight) < concurrency
+                    and len(in_flight) + len(hung) < workers
+                    and fatal is None
+                ):
                     if opts.max_calls is not None and summary.calls >= opts.max_calls:
                         break
                     now = time.monotonic()
@@ -464,8 +493,9 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                     if pause:
                         time.sleep(pause)
                     limiter.take()
-                    fut = submit(image)
-                    in_flight[fut] = (image, attempts + 1, time.monotonic())
+                    stamp: list = []
+                    fut = submit(image, stamp)
+                    in_flight[fut] = (image, attempts + 1, stamp)
                     fut.add_done_callback(completed.put)
                     summary.calls += 1
                 if not in_flight:
@@ -473,6 +503,22 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                         opts.max_calls is not None and summary.calls >= opts.max_calls
                     ):
                         break
+                    if len(hung) >= workers:
+                        # Every worker is held by an abandoned call: wait for one to
+                        # come back, but not for ever.
+                        stuck_since = stuck_since or time.monotonic()
+                        if time.monotonic() - stuck_since > max(60.0, 3 * (timeout or 0)):
+                            fatal = (
+                                f"{len(hung)} calls are still running long after the "
+                                f"{timeout:g} s timeout; the detector or its service is stuck"
+                            )
+                            break
+                        try:
+                            hung.discard(completed.get(timeout=0.5))
+                        except queue.Empty:
+                            pass
+                        flush()
+                        continue
                     if retry_heap:
                         time.sleep(max(0.0, min(retry_heap[0][0] - time.monotonic(), opts.flush_every)))
                         flush()
@@ -482,8 +528,11 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                 if retry_heap:
                     wake = min(wake, max(0.0, retry_heap[0][0] - time.monotonic()))
                 if timeout is not None:
-                    oldest = min(started for _, _, started in in_flight.values())
-                    wake = min(wake, max(0.0, oldest + timeout - time.monotonic()))
+                    starts = [st[0] for _, _, st in in_flight.values() if st]
+                    if len(starts) < len(in_flight):
+                        wake = min(wake, 0.05)  # a call may start any moment: look again soon
+                    if starts:
+                        wake = min(wake, max(0.0, min(starts) + timeout - time.monotonic()))
                 finished = []
                 try:
                     finished.append(completed.get(timeout=max(wake, 0.001)))
@@ -493,7 +542,8 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                     pass
                 for fut in finished:
                     if fut not in in_flight:
-                        continue  # an abandoned call that answered after all
+                        hung.discard(fut)  # an abandoned call that answered after all
+                        continue
                     image, attempts, _ = in_flight.pop(fut)
                     try:
                         outcome, payload = fut.result()
@@ -521,16 +571,20 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
                     progress.advance(task)
                 if timeout is not None:
                     now = time.monotonic()
-                    for fut, (image, attempts, started) in list(in_flight.items()):
-                        if now - started > timeout:
+                    for fut, (image, attempts, stamp) in list(in_flight.items()):
+                        if not stamp and fut.running():
+                            stamp.append(now)  # process pools: first seen running
+                        if stamp and now - stamp[0] > timeout and not fut.done():
                             # The call cannot be stopped; it is abandoned and its result
                             # ignored, and the image goes back to the retry queue.
                             del in_flight[fut]
-                            fut.cancel()
+                            hung.add(fut)
                             abandoned += 1
                             retry_or_fail(image, attempts, f"no answer within {timeout:g} s", None)
                             if attempts >= opts.max_attempts:
                                 progress.advance(task)
+                    if len(hung) < workers:
+                        stuck_since = None
                 rate = summary.calls / max(time.monotonic() - t0, 1e-9)
                 progress.update(
                     task,

@@ -104,9 +104,11 @@ class Policy:
                     f"prevalence must be the deployment share of positives, strictly between "
                     f"0 and 1 (0.004 means 0.4%), got {p!r}."
                 )
-        for name in ("max_false_accept_rate", "max_false_reject_rate"):
+        for name in ("max_false_accept_rate", "max_false_reject_rate", "confidence"):
             v = getattr(self, name)
-            if v is not None:
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))):
+                raise InputError(f"{name} must be a number, got {v!r} ({type(v).__name__}).")
+            if v is not None and name != "confidence":
                 stats._check_limit(v, name)
         stats._check_confidence(self.confidence)
 

@@ -247,3 +247,30 @@ def test_dry_run_prices_the_calls_and_calls_nothing(tmp_path):
     assert res.exit_code == 0 and "4 image(s) to score" in res.stdout
     res = CliRunner().invoke(app, [*args, "--dry-run"], env={"COLUMNS": "300"})
     assert "6 image(s) to score, 4 already" in res.stdout  # never paid for twice
+
+
+def test_timeouts_count_from_the_real_start_and_hung_calls_do_not_starve(tmp_path):
+    """Two images hang once; with one slot, the others must still be called, once each."""
+    ds = read_manifest(make_set(tmp_path, 6))
+
+    class HangsTwice(fd.Hash):
+        name = "hangs2"
+
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def detect(self, image):
+            with self._lock:
+                first = image.image_id not in self.seen
+                self.seen.add(image.image_id)
+            if first and image.image_id in ("p0000", "p0001"):
+                time.sleep(1.5)
+            return super().detect(image)
+
+    det = HangsTwice()
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        s = score_dataset(ds, det, store, RunOptions(timeout=0.3, concurrency=1, max_attempts=3, **QUIET))
+        assert (s.scored, s.failed) == (6, 0)
+        assert s.calls == 8  # 6 images + one retry for each of the two that hung
+        assert len(store.scores("hangs2", "h1", "defect").scores) == 6

@@ -212,6 +212,9 @@ def test_detected_or_not_is_ranking_information():
         (dict(cost_false_accept=1, cost_false_reject=1, max_false_reject_rate=1.5), "max_false_reject_rate"),
         (dict(cost_false_accept=1, cost_false_reject=1, confidence=1.0), "confidence"),
         (dict(cost_false_accept="1", cost_false_reject=1), "number"),
+        (dict(cost_false_accept=1, cost_false_reject=1, max_false_accept_rate="0.5"), "max_false_accept_rate must be a number"),
+        (dict(cost_false_accept=1, cost_false_reject=1, confidence="0.9"), "confidence must be a number"),
+        (dict(cost_false_accept=1, cost_false_reject=1, prevalence="0.1"), "prevalence"),
     ],
 )
 def test_bad_policy_is_a_clear_value_error(kwargs, match):
