@@ -274,21 +274,50 @@ def _multinomial_rows(rng: np.random.Generator, n: np.ndarray, counts: np.ndarra
     return rng.multinomial(n, counts / total)
 
 
-def _lexmin(wp, wn, fn, fp, idx, kfn, kfp, reject, best):
-    """Smallest feasible (cost, false accepts, index) among candidates and ``best``."""
-    ok = (fn <= kfn) & (fp <= kfp)
-    if not ok.any():
-        return best
-    fn, fp, idx = fn[ok], fp[ok], idx[ok]
-    cost = wp * fn + wn * fp
-    fa = fn if reject else fp
-    sel = cost == cost.min()
-    sel &= fa == fa[sel].min()
-    j = int(np.flatnonzero(sel)[0])  # idx ascends, so the first is the smallest index
-    cand = (float(cost[j]), int(fa[j]), int(idx[j]), int(fn[j]), int(fp[j]))
-    if best is None or cand[:3] < best[:3]:
-        return cand
-    return best
+class _Best:
+    """The tie rule of :func:`calibrate.choose_threshold`, fed candidates piece by piece.
+
+    The cheapest candidate wins, costs within a relative ``1e-12`` of the minimum being
+    ties (floating-point noise); among ties, fewer false accepts, then the smaller index
+    (higher threshold). Candidates are kept while they are within the tolerance of the
+    running minimum, so the final choice equals the one over all candidates at once,
+    whatever order the pieces come in.
+    """
+
+    def __init__(self, w_fn, w_fp, allow_fn, allow_fp, reject):
+        from calibrate.thresholds import _TIE
+
+        self.tie = _TIE
+        self.w_fn, self.w_fp = w_fn, w_fp
+        self.allow_fn, self.allow_fp, self.reject = allow_fn, allow_fp, reject
+        self.min = np.inf
+        self.kept: list[tuple[np.ndarray, ...]] = []
+
+    def bound(self) -> float:
+        """No candidate costing more than this can still win or tie."""
+        return self.min + self.tie * abs(self.min) if np.isfinite(self.min) else np.inf
+
+    def add(self, fn, fp, idx) -> None:
+        ok = (fn <= self.allow_fn) & (fp <= self.allow_fp)
+        if not ok.any():
+            return
+        fn, fp, idx = fn[ok], fp[ok], idx[ok]
+        cost = self.w_fn * fn + self.w_fp * fp
+        self.min = min(self.min, float(cost.min()))
+        near = cost <= self.bound()
+        self.kept.append((cost[near], fn[near], fp[near], idx[near]))
+
+    def result(self):
+        """(cost, cell index, fn, fp) of the winner, or None when nothing was feasible."""
+        if not self.kept:
+            return None
+        cost, fn, fp, idx = (np.concatenate(parts) for parts in zip(*self.kept))
+        sel = cost <= self.bound()
+        cost, fn, fp, idx = cost[sel], fn[sel], fp[sel], idx[sel]
+        fa = fn if self.reject else fp
+        order = np.lexsort((idx, fa))  # fewest false accepts, then the smallest index
+        j = order[0]
+        return float(cost[j]), int(idx[j]), int(fn[j]), int(fp[j])
 
 
 def bootstrap_threshold(
@@ -379,27 +408,30 @@ def bootstrap_threshold(
         cand_fn = np.concatenate([[n_pos], fn_after[r]])
         cand_fp = np.concatenate([[0], fp_after[r]])
         cand_idx = np.concatenate([[-1], np.minimum(starts + L, K) - 1])
-        best = _lexmin(wp, wn, cand_fn, cand_fp, cand_idx, kfn, kfp, reject, None)
+        best = _Best(wp, wn, kfn, kfp, reject)
+        best.add(cand_fn, cand_fp, cand_idx)
         if _exhaustive:
             blocks = range(B)
         else:
             lb = wp * fn_after[r] + wn * fp_before[r]
-            bound = np.inf if best is None else best[0]
-            possible = (fn_after[r] <= kfn) & (fp_before[r] <= kfp) & (lb <= bound)
+            possible = (fn_after[r] <= kfn) & (fp_before[r] <= kfp) & (lb <= best.bound())
             blocks = np.flatnonzero(possible)
         for b in blocks:
             lo, hi = starts[b], min(starts[b] + L, K)
             if hi - lo == 1:
                 continue  # its only cell is the block boundary, already a candidate
+            if not _exhaustive and wp * fn_after[r, b] + wn * fp_before[r, b] > best.bound():
+                continue  # the minimum fell while earlier blocks were expanded
             brng = np.random.default_rng([int(entropy), r, int(b)])
             p = _multinomial_rows(brng, np.array([P[r, b]]), n_pos_cells[lo:hi])[0]
             q = _multinomial_rows(brng, np.array([N[r, b]]), n_neg_cells[lo:hi])[0]
             cfn = fn_before[r, b] - np.cumsum(p)
             cfp = fp_before[r, b] + np.cumsum(q)
-            best = _lexmin(wp, wn, cfn, cfp, np.arange(lo, hi), kfn, kfp, reject, best)
-        if best is None:
+            best.add(cfn, cfp, np.arange(lo, hi))
+        won = best.result()
+        if won is None:
             continue
-        cost, _, idx, fn, fp = best
+        cost, idx, fn, fp = won
         out_t[r] = np.inf if idx < 0 else thr[idx]
         fa_rate, fr_rate = (fn / n_pos, fp / n_neg) if reject else (fp / n_neg, fn / n_pos)
         out_fa[r], out_fr[r], out_c[r] = fa_rate, fr_rate, cost

@@ -428,28 +428,26 @@ def _feasible_range(curve: ErrorCurve, policy: Policy) -> tuple[int, int]:
 
 
 def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
-    """Index of the cost-minimal candidate in ``lo..hi-1`` under the tie rule."""
+    """Index of the cost-minimal candidate in ``lo..hi-1`` under the tie rule: costs
+    within ``_TIE`` of the minimum tie; then fewer false accepts; then the smaller
+    index (the higher threshold). ``calibrate.stats`` applies the same rule."""
     w_fn, w_fp, _ = _cost_weights(policy, curve.n_positive, curve.n_negative)
     a, b = max(lo, 1) - 1, hi - 1  # slice of the curve arrays covered by the range
     cost = w_fn * curve.false_negatives[a:b] + w_fp * curve.false_positives[a:b]
-    best, where = np.inf, -1
-    if lo == 0:  # never fire: no false positives, every positive missed
-        best, where = w_fn * curve.n_positive, 0
-    if cost.size:
-        ties = np.flatnonzero(_near_min(cost))
+    never = w_fn * curve.n_positive if lo == 0 else np.inf  # no FP, every positive missed
+    m = min(float(cost.min()) if cost.size else np.inf, never)
+    bound = m + _TIE * abs(m)
+    where, fewest = -1, np.inf
+    if never <= bound:
+        where, fewest = 0, (curve.n_positive if policy.action == "reject" else 0)
+    ties = np.flatnonzero(cost <= bound)
+    if ties.size:
         fa = (curve.false_negatives if policy.action == "reject" else curve.false_positives)[
             a + ties
         ]
-        j = int(ties[np.argmin(fa)])  # fewest false accepts, then the smallest index
-        m = cost[j]
-        if where < 0 or m < best - _TIE * abs(best):
-            best, where = m, a + j + 1
-        elif m <= best + _TIE * abs(best):
-            # A tie with "never fire", which has the most false negatives and no false
-            # positives: the curve point wins only with fewer false accepts.
-            never_fa = curve.n_positive if policy.action == "reject" else 0
-            if fa.min() < never_fa:
-                best, where = m, a + j + 1
+        j = int(np.argmin(fa))  # the first of the fewest: the smallest index
+        if fa[j] < fewest:
+            where = a + int(ties[j]) + 1
     return where
 
 

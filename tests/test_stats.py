@@ -118,3 +118,65 @@ def test_bootstrap_is_reproducible_and_sensible():
     t = choose_threshold(s, y, cost_false_accept=10, cost_false_reject=1).threshold
     assert lo <= t <= hi
     assert hi - lo < 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(labeled_scores(max_size=30), policies)
+def test_bootstrap_and_choice_share_one_tie_rule(data, policy):
+    """A resample that equals the data picks what choose_threshold picks."""
+    import warnings
+
+    from calibrate import NoRankingInformationWarning
+    from calibrate.stats import _Best
+    from calibrate.thresholds import _cost_weights, _error_allowances, choose_threshold_from_curve
+
+    s, y = data
+    curve = error_curve(s, y)
+    p = Policy(**policy)
+    w_fn, w_fp, _ = _cost_weights(p, curve.n_positive, curve.n_negative)
+    allow_fn, allow_fp = _error_allowances(p, curve.n_positive, curve.n_negative)
+    thr, fp, fn = curve.with_never_fire()
+    best = _Best(w_fn, w_fp, allow_fn, allow_fp, p.action == "reject")
+    # in pieces, in an awkward order
+    idx = np.arange(-1, len(curve))
+    for part in np.array_split(np.random.default_rng(0).permutation(idx.size), 3):
+        best.add(fn[part], fp[part], idx[part])
+    won = best.result()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoRankingInformationWarning)
+        choice = choose_threshold_from_curve(curve, p)
+    if won is None:
+        assert not choice.limits_met
+    else:
+        assert thr[won[1] + 1] == choice.threshold
+
+
+def test_bootstrap_distribution_matches_naive_row_resampling():
+    """Same distribution of chosen thresholds as resampling rows (chi-square, fixed seeds)."""
+    import warnings
+
+    from scipy.stats import chi2_contingency
+
+    from calibrate import NoRankingInformationWarning, choose_threshold
+
+    rng = np.random.default_rng(11)
+    y = np.r_[np.ones(25, bool), np.zeros(60, bool)]
+    s = np.round(np.r_[rng.normal(1.2, 1, 25), rng.normal(0, 1, 60)], 1)
+    s[:3] = -np.inf
+    policy = dict(action="accept", cost_false_accept=3, cost_false_reject=1)
+    R = 3000
+    ours = bootstrap_threshold(count_table(s, y), Policy(**policy), R, seed=5, block_size=4)
+    pos, neg = s[y], s[~y]
+    naive = np.empty(R)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoRankingInformationWarning)
+        for r in range(R):
+            ps = rng.choice(pos, pos.size)
+            ns = rng.choice(neg, neg.size)
+            naive[r] = choose_threshold(np.r_[ps, ns], np.r_[np.ones(ps.size, bool),
+                                        np.zeros(ns.size, bool)], **policy).threshold
+    values = np.union1d(ours.thresholds, naive)
+    table = np.array([[np.sum(ours.thresholds == v) for v in values],
+                      [np.sum(naive == v) for v in values]])
+    table = table[:, table.sum(axis=0) >= 10]  # chi-square needs populated cells
+    assert chi2_contingency(table).pvalue > 1e-3
