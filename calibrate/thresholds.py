@@ -174,6 +174,9 @@ class LimitCheck:
     samples_needed : int
         More items of class ``about`` needed to show the limit at this threshold if
         none of them were errors; 0 when the limit is met.
+    samples_needed_minimum : int
+        The fewest more items that could show the limit at any threshold: at a
+        threshold with no errors of this kind (the exact rule of three); 0 when met.
     """
 
     error: str
@@ -186,6 +189,7 @@ class LimitCheck:
     upper: float
     met: bool
     samples_needed: int
+    samples_needed_minimum: int = 0
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,8 @@ def _describe(
             continue
         met = bool(up <= limit)
         need = 0 if met else stats.samples_needed(limit, conf, errors=k, n=n)
-        checks.append(LimitCheck(error, limit, conf, k, n, about, k / n, up, met, need))
+        least = 0 if met else stats.samples_needed(limit, conf, errors=0, n=n)
+        checks.append(LimitCheck(error, limit, conf, k, n, about, k / n, up, met, need, least))
     limits_met = all(c.met for c in checks)
     unmet = [c for c in checks if not c.met]
     samples_needed = max(c.samples_needed for c in unmet) if unmet else None
@@ -347,6 +352,12 @@ def _describe(
             f"(rate {_fmt_rate(c.rate)}, {conf:.0%} upper bound {_fmt_rate(c.upper)}), "
             f"above the limit {_fmt_rate(c.limit)}; showing the limit needs "
             f"{c.samples_needed:,} more {c.about}s with no further {word}s."
+            + (
+                f" No threshold can show it with fewer than {c.samples_needed_minimum:,} more "
+                f"(at a threshold with no {word}s)."
+                if c.samples_needed_minimum < c.samples_needed
+                else ""
+            )
         )
     if not parts:
         fires = "never fire" if math.isinf(threshold) and threshold > 0 else f"fire at score >= {threshold:.6g}"

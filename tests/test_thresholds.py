@@ -253,3 +253,14 @@ def test_huge_data_with_a_tiny_prevalence_is_exact():
     ok = upper <= 0.2
     assert ok.any()
     assert c.expected_cost == pytest.approx(cost[ok].min(), rel=1e-9)
+
+
+def test_samples_needed_says_the_minimum_over_thresholds_too():
+    pos = np.r_[np.linspace(0.5, 1, 99), 0.05]
+    neg = np.linspace(0, 0.6, 100)
+    c = choose_threshold(np.r_[pos, neg], np.r_[np.ones(100, bool), np.zeros(100, bool)],
+                         cost_false_accept=1, cost_false_reject=1, max_false_accept_rate=0.02)
+    (check,) = c.limit_checks
+    assert check.errors == 1 and check.samples_needed == 136
+    assert check.samples_needed_minimum == 49  # at a threshold with no false accepts
+    assert "fewer than 49 more" in c.explanation
