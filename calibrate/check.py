@@ -26,7 +26,7 @@ from calibrate.errors import InputError, NoRankingInformationWarning
 from calibrate.export.thresholds_file import ThresholdEntry, ThresholdsFile
 from calibrate.thresholds import ThresholdChoice, choose_threshold_from_curve, evaluate_threshold
 
-__all__ = ["CheckReport", "LabelGate", "check_thresholds"]
+__all__ = ["COLUMNS", "CheckReport", "LabelGate", "check_thresholds"]
 
 
 @dataclass
@@ -67,6 +67,26 @@ class LabelGate:
     median_shift_negative: float | None = None
     passed: bool = True
     reasons: list[str] = field(default_factory=list)
+
+    def cells(self) -> list[str]:
+        """The verdict's table cells (see :data:`COLUMNS`), all but the result."""
+        a = self.at_deployed
+        return [
+            self.label,
+            _num(self.deployed.threshold) if self.deployed else "-",
+            f"{_pct(a.false_accept_rate)} ({_pct(a.false_accept_rate_upper)})" if a else "-",
+            f"{_pct(a.false_reject_rate)} ({_pct(a.false_reject_rate_upper)})" if a else "-",
+            _num(self.recommended.threshold) if self.recommended else "-",
+            f"{self.cost_change:+.4g}" if self.cost_change is not None else "-",
+            f"{self.ks_statistic:.3f}" if self.ks_statistic is not None else "-",
+        ]
+
+
+#: Columns of the gate's table, in the order of :meth:`LabelGate.cells` plus the result.
+COLUMNS = (
+    "label", "deployed T", "false accept (upper)", "false reject (upper)", "recommended T",
+    "cost change", "KS", "result",
+)
 
 
 @dataclass
@@ -130,22 +150,12 @@ class CheckReport:
             f"Deployed thresholds of `{self.detector} {self.deployed_version}` applied to "
             f"candidate `{self.detector} {self.candidate_version}`.",
             "",
-            "| label | deployed T | false accept (upper) | false reject (upper) | "
-            "recommended T | cost change | KS | result |",
+            "| " + " | ".join(COLUMNS) + " |",
             "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in self.results:
-            a = r.at_deployed
-            cells = [
-                f"`{r.label}`",
-                _num(r.deployed.threshold) if r.deployed else "-",
-                f"{_pct(a.false_accept_rate)} ({_pct(a.false_accept_rate_upper)})" if a else "-",
-                f"{_pct(a.false_reject_rate)} ({_pct(a.false_reject_rate_upper)})" if a else "-",
-                _num(r.recommended.threshold) if r.recommended else "-",
-                f"{r.cost_change:+.4g}" if r.cost_change is not None else "-",
-                f"{r.ks_statistic:.3f}" if r.ks_statistic is not None else "-",
-                "pass" if r.passed else "**FAIL**",
-            ]
+            label, *rest = r.cells()
+            cells = [f"`{label}`", *rest, "pass" if r.passed else "**FAIL**"]
             lines.append("| " + " | ".join(cells) + " |")
         failed = [r for r in self.results if not r.passed]
         if failed:
@@ -178,7 +188,7 @@ def _pct(x: float) -> str:
 def _num(x: float) -> str:
     if math.isinf(x):
         return "never" if x > 0 else "always"
-    return f"{x:.6g}"
+    return repr(float(x))  # exact: a rounded threshold could change decisions
 
 
 def _shift(store, detector, base_version, cand_version, label, split):

@@ -645,7 +645,7 @@ def check(
 
     Exit code 0 when every label passes, 1 when any fails, 2 on a usage or data error.
     """
-    from calibrate.check import check_thresholds
+    from calibrate.check import COLUMNS, check_thresholds
     from calibrate.export import read_thresholds_file
     from calibrate.store import ScoreStore
 
@@ -675,21 +675,10 @@ def check(
             f"candidate {report.candidate_version}",
             title_justify="left",
         )
-        for col in ("label", "deployed T", "false accept (upper)", "false reject (upper)",
-                    "recommended T", "cost change", "KS", "result"):
+        for col in COLUMNS:
             table.add_column(col, no_wrap=col != "label")
         for r in report.results:
-            a = r.at_deployed
-            table.add_row(
-                r.label,
-                _threshold_text(r.deployed.threshold) if r.deployed else "-",
-                f"{_pct(a.false_accept_rate)} ({_pct(a.false_accept_rate_upper)})" if a else "-",
-                f"{_pct(a.false_reject_rate)} ({_pct(a.false_reject_rate_upper)})" if a else "-",
-                _threshold_text(r.recommended.threshold) if r.recommended else "-",
-                f"{r.cost_change:+.4g}" if r.cost_change is not None else "-",
-                f"{r.ks_statistic:.3f}" if r.ks_statistic is not None else "-",
-                "[green]pass[/]" if r.passed else "[bold red]FAIL[/]",
-            )
+            table.add_row(*r.cells(), "[green]pass[/]" if r.passed else "[bold red]FAIL[/]")
         out.print(table)
         for r in report.results:
             if not r.passed:
