@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from calibrate.errors import CalibrateError
@@ -83,8 +84,6 @@ def _root(
 
 
 def _fail(exc: Exception) -> None:
-    from rich.markup import escape
-
     # Messages quote keys like [labels.crack]: data, not rich markup.
     err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     raise typer.Exit(2)
@@ -268,7 +267,7 @@ def thresholds(
     if all(r.choice is None for r in results):
         err.print("[bold red]error:[/] no label could be calibrated:", highlight=False)
         for r in results:
-            err.print(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}", highlight=False)
+            err.print(escape(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}"), highlight=False)
         raise typer.Exit(2)
 
 
@@ -289,7 +288,7 @@ def _file_provenance(path: Path, results) -> dict:
 
 
 def _print_thresholds(results, source: str) -> None:
-    table = Table(title=f"Thresholds from {source}", title_justify="left")
+    table = Table(title=escape(f"Thresholds from {source}"), title_justify="left")
     for col, just in [
         ("label", "left"), ("detector / version", "left"), ("pos / neg", "right"),
         ("threshold", "right"), ("false accept (upper)", "right"),
@@ -300,17 +299,18 @@ def _print_thresholds(results, source: str) -> None:
     notes = []
     for r in results:
         c = r.choice
-        version = f"{r.detector} {r.model_version}"
+        version = escape(f"{r.detector} {r.model_version}")
+        label = escape(r.label)
         if c is None:
-            table.add_row(r.label, version, "", "[yellow]cannot calibrate[/]", "", "", "", "", "")
-            notes.append(f"[bold]{r.label}[/] ({version}): {r.problem}")
+            table.add_row(label, version, "", "[yellow]cannot calibrate[/]", "", "", "", "", "")
+            notes.append(f"[bold]{label}[/] ({version}): {escape(r.problem or '')}")
             continue
         if not c.limit_checks:
             limits = "-"
         else:
             limits = "[green]met[/]" if c.limits_met else "[bold red]NOT MET[/]"
         table.add_row(
-            r.label,
+            label,
             version,
             f"{c.n_positive:,} / {c.n_negative:,}",
             _threshold_text(c.threshold),
@@ -321,7 +321,7 @@ def _print_thresholds(results, source: str) -> None:
             "-" if c.samples_needed is None else f"{c.samples_needed:,}",
         )
         if c.status != "ok":
-            notes.append(f"[bold]{r.label}[/] ({version}): {c.explanation}")
+            notes.append(f"[bold]{label}[/] ({version}): {escape(c.explanation)}")
     out.print(table)
     conf = {r.choice.policy.confidence for r in results if r.choice}
     failed = sum({(r.detector, r.model_version): r.n_failed for r in results}.values())
@@ -678,11 +678,12 @@ def check(
         for col in COLUMNS:
             table.add_column(col, no_wrap=col != "label")
         for r in report.results:
-            table.add_row(*r.cells(), "[green]pass[/]" if r.passed else "[bold red]FAIL[/]")
+            label, *rest = r.cells()
+            table.add_row(escape(label), *rest, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]")
         out.print(table)
         for r in report.results:
             if not r.passed:
-                out.print(f"[bold]{r.label}[/]: {' '.join(r.reasons)}", highlight=False)
+                out.print(f"[bold]{escape(r.label)}[/]: {escape(' '.join(r.reasons))}", highlight=False)
         out.print("[green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
     if not report.passed:
         raise typer.Exit(1)

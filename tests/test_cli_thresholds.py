@@ -147,3 +147,12 @@ def test_help_is_understandable():
     res = runner.invoke(app, ["thresholds", "--help"], env={"COLUMNS": "120"})
     assert res.exit_code == 0
     assert "cost-minimal threshold" in res.stdout
+
+
+def test_label_names_are_text_not_markup(tmp_path):
+    path = tmp_path / "scores.csv"
+    path.write_text("image_id,label,score,truth\na,[bold]crack[/bold],0.9,1\nb,[bold]crack[/bold],0.1,0\n")
+    res = runner.invoke(app, ["thresholds", str(path), "--cost-false-accept", "1",
+                              "--cost-false-reject", "1"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "[bold]crack[/bold]" in res.stdout
