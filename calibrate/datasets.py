@@ -280,19 +280,19 @@ def _fresh_images_dir(out: Path, pattern: str, generator: str, overwrite: bool) 
     return images
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def _check_generated_dir(out: Path, overwrite: bool, what: str) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a directory; choose another output path.")
     if out.is_dir() and any(out.iterdir()):
         ours = (out / "manifest.jsonl").exists() and (out / "dataset.json").exists()
         if not overwrite:
             raise InputError(
-                f"{out} is not empty. Pass overwrite=True (--overwrite) to replace a parts "
+                f"{out} is not empty. Pass overwrite=True (--overwrite) to replace a {what} "
                 "set generated there before, or choose an empty directory."
             )
         if not ours:
             raise InputError(
-                f"{out} is not empty and does not hold a generated parts set "
+                f"{out} is not empty and does not hold a generated {what} set "
                 "(no manifest.jsonl and dataset.json); refusing to overwrite it."
             )
 
@@ -355,7 +355,7 @@ def make_parts(
         raise InputError(f"image_size must be an integer from 48 to 512, got {image_size!r}.")
     n_parts, seed, image_size = int(n_parts), int(seed), int(image_size)
     out = Path(out_dir)
-    _check_out_dir(out, overwrite)
+    _check_generated_dir(out, overwrite, "parts")
 
     from PIL import Image
 
@@ -878,23 +878,6 @@ def _skimage_version() -> str:
     import skimage
 
     return skimage.__version__
-
-
-def _check_generated_dir(out: Path, overwrite: bool, what: str) -> None:
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a directory; choose another output path.")
-    if out.is_dir() and any(out.iterdir()):
-        ours = (out / "manifest.jsonl").exists() and (out / "dataset.json").exists()
-        if not overwrite:
-            raise InputError(
-                f"{out} is not empty. Pass overwrite=True (--overwrite) to replace a {what} "
-                "set generated there before, or choose an empty directory."
-            )
-        if not ours:
-            raise InputError(
-                f"{out} is not empty and does not hold a generated {what} set "
-                "(no manifest.jsonl and dataset.json); refusing to overwrite it."
-            )
 
 
 __all__ += [
