@@ -141,10 +141,17 @@ def _merge_runs(
     from_pos = order >= neg_values.size
     # The merge keeps each run's own order, so the positives' counts land in the merged
     # array in sequence: a masked store instead of a gather.
-    pos = np.zeros(merged.size, dtype=np.int64)
-    neg = np.zeros(merged.size, dtype=np.int64)
-    pos[from_pos] = pos_counts
-    neg[~from_pos] = neg_counts
+    if (pos_counts.size == 0 or pos_counts.max() == 1) and (
+        neg_counts.size == 0 or neg_counts.max() == 1
+    ):
+        # No ties within a class (continuous scores): the counts are the flags themselves.
+        pos = from_pos.astype(np.int64)
+        neg = 1 - pos
+    else:
+        pos = np.zeros(merged.size, dtype=np.int64)
+        neg = np.zeros(merged.size, dtype=np.int64)
+        pos[from_pos] = pos_counts
+        neg[~from_pos] = neg_counts
     new = np.empty(merged.size, dtype=bool)
     new[0] = True
     np.not_equal(merged[1:], merged[:-1], out=new[1:])

@@ -444,7 +444,8 @@ def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
     index (the higher threshold). ``calibrate.stats`` applies the same rule."""
     w_fn, w_fp, _ = _cost_weights(policy, curve.n_positive, curve.n_negative)
     a, b = max(lo, 1) - 1, hi - 1  # slice of the curve arrays covered by the range
-    cost = w_fn * curve.false_negatives[a:b] + w_fp * curve.false_positives[a:b]
+    cost = curve.false_negatives[a:b] * w_fn  # one float array, updated in place
+    cost += curve.false_positives[a:b] * w_fp
     never = w_fn * curve.n_positive if lo == 0 else np.inf  # no FP, every positive missed
     m = min(float(cost.min()) if cost.size else np.inf, never)
     bound = m + _TIE * abs(m)
