@@ -19,7 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.errors import CalibrateError
+
+BUILTIN_DETECTORS = sorted(_BUILTIN)
 
 app = typer.Typer(
     name="calibrate",
@@ -367,7 +370,9 @@ def score(
         str,
         typer.Option(
             "--detector",
-            help="A built-in detector (surface-defect) or a plugin as package.module:callable.",
+            help="A built-in detector ("
+            + ", ".join(BUILTIN_DETECTORS)
+            + ") or a plugin as package.module:callable.",
             show_default=False,
         ),
     ],
