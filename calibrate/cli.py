@@ -521,7 +521,7 @@ def runs(
     for c in cols:
         table.add_column(c)
     for _, row in frame.iterrows():
-        table.add_row(*[str(row[c]) for c in cols])
+        table.add_row(*[escape(str(row[c])) for c in cols])
     out.print(table)
     if fails is not None and len(fails):
         ft = Table(title="Failures", title_justify="left")
@@ -529,7 +529,7 @@ def runs(
         for c in fcols:
             ft.add_column(c)
         for _, row in fails.iterrows():
-            ft.add_row(*[str(row[c]) for c in fcols])
+            ft.add_row(*[escape(str(row[c])) for c in fcols])
         out.print(ft)
 
 

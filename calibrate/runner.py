@@ -317,9 +317,11 @@ def plan_run(dataset, detector: Detector, store, options: RunOptions | None = No
     """
     opts = options or RunOptions()
     run = None if opts.force else store.find_run(
-        detector.name, detector.model_version, dataset.fingerprint
+        detector.name, detector.model_version, dataset.fingerprint, dataset.name
     )
     done = store.done_image_ids(run.run_id) if run is not None else set()
+    if run is not None:
+        done -= store.failed_image_ids(run.run_id)  # retried on resume
     todo = sum(1 for img in dataset.images if img.image_id not in done)
     already = len(dataset.images) - todo
     if opts.max_calls is not None:
@@ -360,7 +362,9 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         dataset.name, [*dataset.images, *(p.image for p in dataset.problems if p.image)]
     )
     fingerprint = dataset.fingerprint
-    run = None if opts.force else store.find_run(detector.name, detector.model_version, fingerprint)
+    run = None if opts.force else store.find_run(
+        detector.name, detector.model_version, fingerprint, dataset.name
+    )
     if run is None:
         run_id = store.begin_run(
             detector=detector.name,
@@ -373,6 +377,8 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         )
     else:
         run_id = run.run_id
+        # Images the run gave up on for transient reasons get another chance on resume.
+        store.reopen_failed(run_id)
     done = store.done_image_ids(run_id)
     summary = RunSummary(
         run_id, detector.name, detector.model_version, len(dataset.images) + len(dataset.problems)

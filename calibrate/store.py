@@ -1096,7 +1096,11 @@ class ScoreStore:
                 )
 
     def find_run(
-        self, detector: str, model_version: str, dataset_fingerprint: str
+        self,
+        detector: str,
+        model_version: str,
+        dataset_fingerprint: str,
+        dataset: str | None = None,
     ) -> RunInfo | None:
         """The most recent run of a detector version on exactly this dataset content.
 
@@ -1109,15 +1113,90 @@ class ScoreStore:
         RunInfo or None
             None when no run matches.
         """
+        # The dataset name is part of the match: the same content under another name is
+        # another dataset in this store (its images are registered under that name).
         with self._lock:
             row = self._db().execute(
                 f"""SELECT {_RUN_INFO_COLUMNS} FROM runs
                     WHERE detector = ? AND model_version = ? AND dataset_fingerprint = ?
+                      AND (? IS NULL OR dataset = ?)
                     ORDER BY run_key DESC LIMIT 1""",
-                [detector, model_version, dataset_fingerprint],
+                [detector, model_version, dataset_fingerprint, dataset, dataset],
             ).fetchall()
             row = row[0] if row else None
         return None if row is None else _run_info(row)
+
+    def failed_image_ids(self, run_id: str, kinds: tuple[str, ...] = ("retryable",)) -> set[str]:
+        """Images the run counts as failed (not scored) with a failure of these kinds."""
+        with self._lock:
+            run_key, _ = self._run_row(run_id)
+            marks = ", ".join("?" for _ in kinds)
+            rows = self._db().execute(
+                f"""SELECT i.image_id FROM run_images ri
+                    JOIN images i ON i.image_key = ri.image_key
+                    WHERE ri.run_key = ? AND ri.status = 'failed' AND ri.image_key IN (
+                        SELECT image_key FROM failures WHERE run_key = ? AND kind IN ({marks}))""",
+                [run_key, run_key, *kinds],
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def reopen_failed(self, run_id: str, kinds: tuple[str, ...] = ("retryable",)) -> int:
+        """Make images whose failure in the run was transient count as not done.
+
+        A run that gave up on an image after its retries (throttling, a timeout) should
+        try it again when it is resumed; permanent failures (a bad image) stay done. The
+        failure records are kept as history.
+
+        Returns
+        -------
+        int
+            How many images were reopened.
+        """
+        with self._lock:
+            self._require_writable("reopen failed images")
+            with self._transaction(f"reopening failed images of run {run_id}") as con:
+                run_key, _ = self._run_row(run_id)
+                marks = ", ".join("?" for _ in kinds)
+                where = f"""run_key = ? AND status = 'failed' AND image_key IN (
+                            SELECT image_key FROM failures WHERE run_key = ? AND kind IN ({marks}))"""
+                n = con.execute(
+                    f"SELECT count(*) FROM run_images WHERE {where}", [run_key, run_key, *kinds]
+                ).fetchall()[0][0]
+                con.execute(f"DELETE FROM run_images WHERE {where}", [run_key, run_key, *kinds])
+        return int(n)
+
+    def n_failed(
+        self, detector: str, model_version: str, *, dataset: str | None = None,
+        split: str | None = None,
+    ) -> int:
+        """Images a version failed on and never scored (as :attr:`LabelScores.n_failed`),
+        without loading any scores."""
+        with self._lock:
+            _, failed = self._selection_sql(detector, model_version, dataset)
+            return self._n_failed(failed, split)
+
+    def splits(self, dataset: str | None = None) -> list[str]:
+        """The split names of the registered images (of one dataset, if given)."""
+        with self._lock:
+            rows = self._db().execute(
+                "SELECT DISTINCT split FROM images WHERE split IS NOT NULL "
+                "AND (? IS NULL OR dataset = ?) ORDER BY 1",
+                [dataset, dataset],
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def truth_labels(self, detector: str, model_version: str) -> list[str]:
+        """Labels truly present on images a version scored, whether or not it ever
+        reported them: a label the detector never returns is still a label to calibrate."""
+        with self._lock:
+            rows = self._db().execute(
+                """SELECT DISTINCT unnest(i.labels) FROM images i
+                   JOIN run_images ri ON ri.image_key = i.image_key
+                   JOIN runs r ON r.run_key = ri.run_key
+                   WHERE r.detector = ? AND r.model_version = ? ORDER BY 1""",
+                [detector, model_version],
+            ).fetchall()
+        return [r[0] for r in rows]
 
     def run_info(self, run_id: str) -> RunInfo:
         """One run's record.

@@ -833,16 +833,27 @@ def choose_thresholds_from_store(
     list of LabelThreshold
     """
     versions = store.versions()
+    if split is not None:
+        known = store.splits(dataset)
+        if split not in known:
+            raise InputError(
+                f"no image of {store.path} is in split {split!r}; the splits are "
+                f"{', '.join(known) or 'none (the manifest gave no split)'}."
+            )
     out = []
     for row in versions.itertuples():
         if detector is not None and row.detector != detector:
             continue
         if model_version is not None and row.model_version != model_version:
             continue
-        for label in sorted(row.labels):
+        kw = dict(dataset=dataset, split=split)
+        n_failed = store.n_failed(row.detector, row.model_version, **kw)
+        # A label that is truly present but never reported is still calibrated (its
+        # curve says every positive is missed), not silently left out.
+        every = set(row.labels) | set(store.truth_labels(row.detector, row.model_version))
+        for label in sorted(every):
             if labels is not None and label not in labels:
                 continue
-            kw = dict(dataset=dataset, split=split)
             out.append(
                 _choose_one(
                     row.detector, row.model_version, label,
@@ -850,7 +861,7 @@ def choose_thresholds_from_store(
                         store.count_table(d, v, lab, **kw)
                     ),
                     policies,
-                    int(row.n_failures),
+                    n_failed,
                 )
             )
     return out

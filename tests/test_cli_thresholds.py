@@ -156,3 +156,46 @@ def test_label_names_are_text_not_markup(tmp_path):
                               "--cost-false-reject", "1"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "[bold]crack[/bold]" in res.stdout
+
+
+def test_reimporting_corrected_scores_replaces_them(tmp_path):
+    from calibrate.store import ScoreStore
+
+    path = tmp_path / "sc.csv"
+    store = tmp_path / "s.duckdb"
+    path.write_text("image_id,label,score,truth\na,crack,0.9,true\nb,crack,0.2,false\n")
+    assert runner.invoke(app, ["import-scores", str(path), "--store", str(store)]).exit_code == 0
+    again = runner.invoke(app, ["import-scores", str(path), "--store", str(store)])
+    assert again.exit_code == 0
+    with ScoreStore(store) as st:
+        assert len(st.runs()) == 1  # the same file again adds nothing
+    path.write_text("image_id,label,score,truth\na,crack,0.1,true\nb,crack,0.95,false\n"
+                    "a,dent,0.5,false\nb,dent,0.6,true\n")
+    assert runner.invoke(app, ["import-scores", str(path), "--store", str(store)]).exit_code == 0
+    with ScoreStore(store) as st:
+        ls = st.scores("precomputed", "unknown", "crack")
+        assert sorted(ls.scores.tolist()) == [0.1, 0.95]
+        assert "dent" in st.labels("precomputed", "unknown")
+
+
+def test_unknown_split_and_never_reported_labels(tmp_path):
+    from calibrate.store import ScoreStore
+
+    path = tmp_path / "sc.csv"
+    store = tmp_path / "s.duckdb"
+    # "hole" is truly present on b but the detector never reported it
+    path.write_text("image_id,label,score,truth\na,crack,0.9,true\nb,crack,0.2,false\n"
+                    "c,crack,0.4,false\n")
+    assert runner.invoke(app, ["import-scores", str(path), "--store", str(store)]).exit_code == 0
+    with ScoreStore(store) as st:
+        st.add_images("sc", [__import__("calibrate").manifest.LabeledImage(
+            "b", "b", frozenset({"hole"}))])
+    res = runner.invoke(app, ["thresholds", "--store", str(store), "--cost-false-accept", "1",
+                              "--cost-false-reject", "1", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in json.loads(res.stdout)}
+    assert rows["hole"]["false_accepts"] == 1 or rows["hole"]["threshold"] == "-inf"
+    res = runner.invoke(app, ["thresholds", "--store", str(store), "--cost-false-accept", "1",
+                              "--cost-false-reject", "1", "--split", "tset"],
+                        env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "no image" in res.stderr and "split 'tset'" in res.stderr

@@ -274,3 +274,28 @@ def test_timeouts_count_from_the_real_start_and_hung_calls_do_not_starve(tmp_pat
         assert (s.scored, s.failed) == (6, 0)
         assert s.calls == 8  # 6 images + one retry for each of the two that hung
         assert len(store.scores("hangs2", "h1", "defect").scores) == 6
+
+
+def test_transient_failures_are_retried_when_the_run_is_resumed(tmp_path):
+    ds = read_manifest(make_set(tmp_path, 6))
+    det = fd.Flaky(failures=3)
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        s1 = score_dataset(ds, det, store, RunOptions(max_attempts=2, **QUIET))
+        assert (s1.scored, s1.failed) == (0, 6)
+        s2 = score_dataset(ds, det, store, RunOptions(max_attempts=2, **QUIET))
+        assert s2.status == "finished" and (s2.scored, s2.failed) == (6, 0)
+        assert s2.run_id == s1.run_id  # resumed, not re-paid
+        ls = store.scores("flaky", "h1", "defect")
+        assert len(ls.scores) == 6 and ls.n_failed == 0
+        assert len(store.failures()) == 6  # the history of the first attempts is kept
+
+
+def test_the_same_content_under_another_dataset_name_is_its_own_run(tmp_path):
+    manifest = make_set(tmp_path, 4)
+    copy = tmp_path / "other.jsonl"
+    copy.write_text(manifest.read_text())
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        a = score_dataset(read_manifest(manifest), fd.Hash(), store, RunOptions(**QUIET))
+        b = score_dataset(read_manifest(copy), fd.Hash(), store, RunOptions(**QUIET))
+        assert a.run_id != b.run_id and b.scored == 4
+        assert len(store.scores("hash", "h1", "defect", dataset="other").scores) == 4

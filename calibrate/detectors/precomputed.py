@@ -3,6 +3,7 @@ imported into the store as runs, so every later step treats them like any other 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from calibrate.manifest import LabeledImage, dataset_fingerprint, read_scores_table
@@ -53,8 +54,14 @@ def import_scores(
     run_ids = []
     for (det, ver), g in frame.groupby(["detector", "model_version"], sort=True):
         subset = set(g["image_id"])
-        fingerprint = dataset_fingerprint(im for im in images if im.image_id in subset)
-        run = store.find_run(det, ver, fingerprint)
+        # The scores are the content here: a corrected file must become a new run (the
+        # latest run wins per image), while the same file again finds its run.
+        rows = g.sort_values(["image_id", "label"])[["image_id", "label", "score"]]
+        digest = hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
+        fingerprint = (
+            dataset_fingerprint(im for im in images if im.image_id in subset) + ";scores:" + digest
+        )
+        run = store.find_run(det, ver, fingerprint, name)
         if run is None:
             run_id = store.begin_run(
                 detector=det,
