@@ -24,7 +24,13 @@ import numpy as np
 from calibrate.curves import error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
 from calibrate.export.thresholds_file import ThresholdEntry, ThresholdsFile
-from calibrate.thresholds import ThresholdChoice, choose_threshold_from_curve, evaluate_threshold
+from calibrate.thresholds import (
+    ThresholdChoice,
+    choose_threshold_from_curve,
+    evaluate_threshold,
+    format_rate as _pct,
+    format_threshold,
+)
 
 __all__ = ["COLUMNS", "CheckReport", "LabelGate", "check_thresholds"]
 
@@ -181,14 +187,8 @@ class CheckReport:
         return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.3g}%"
-
-
 def _num(x: float) -> str:
-    if math.isinf(x):
-        return "never" if x > 0 else "always"
-    return repr(float(x))  # exact: a rounded threshold could change decisions
+    return format_threshold(x, never="never", always="always")
 
 
 def _shift(store, detector, base_version, cand_version, label, split):

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.errors import CalibrateError
+from calibrate.thresholds import format_rate as _pct
+from calibrate.thresholds import format_threshold as _threshold_text
 
 BUILTIN_DETECTORS = sorted(_BUILTIN)
 
@@ -106,16 +108,6 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.3g}%"
-
-
-def _threshold_text(t: float) -> str:
-    if math.isinf(t):
-        return "never fire" if t > 0 else "always fire"
-    return repr(float(t))  # exact: a rounded threshold could change decisions
 
 
 @app.command()

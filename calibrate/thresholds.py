@@ -38,6 +38,8 @@ __all__ = [
     "choose_thresholds",
     "choose_thresholds_from_store",
     "evaluate_threshold",
+    "format_rate",
+    "format_threshold",
     "load_policy_file",
 ]
 
@@ -300,8 +302,17 @@ def _error_allowances(policy: Policy, n_pos: int, n_neg: int) -> tuple[float, fl
     return (allow_fa, allow_fr) if policy.action == "reject" else (allow_fr, allow_fa)
 
 
-def _fmt_rate(x: float) -> str:
+def format_rate(x: float) -> str:
+    """A rate as a percentage with three significant digits (``0.00123`` -> ``0.123%``)."""
     return f"{100 * x:.3g}%"
+
+
+def format_threshold(t: float, *, never: str = "never fire", always: str = "always fire") -> str:
+    """A threshold exactly as chosen (a rounded value could change decisions), or the
+    words for the two infinite rules."""
+    if math.isinf(t):
+        return never if t > 0 else always
+    return repr(float(t))
 
 
 # ---------------------------------------------------------------------------------------
@@ -349,8 +360,8 @@ def _describe(
         word = c.error.replace("_", " ")
         parts.append(
             f"At this threshold {c.errors} of {c.n:,} {c.about}s are {word}s "
-            f"(rate {_fmt_rate(c.rate)}, {conf:.0%} upper bound {_fmt_rate(c.upper)}), "
-            f"above the limit {_fmt_rate(c.limit)}; showing the limit needs "
+            f"(rate {format_rate(c.rate)}, {conf:.0%} upper bound {format_rate(c.upper)}), "
+            f"above the limit {format_rate(c.limit)}; showing the limit needs "
             f"{c.samples_needed:,} more {c.about}s with no further {word}s."
             + (
                 f" No threshold can show it with fewer than {c.samples_needed_minimum:,} more "
@@ -363,8 +374,8 @@ def _describe(
         fires = "never fire" if math.isinf(threshold) and threshold > 0 else f"fire at score >= {threshold:.6g}"
         parts.append(
             f"Cost-minimal rule: {fires} ({policy.action} on fire); false-accept rate "
-            f"{_fmt_rate(fa / n_fa)} (upper {_fmt_rate(fa_up)}), false-reject rate "
-            f"{_fmt_rate(fr / n_fr)} (upper {_fmt_rate(fr_up)}) at {conf:.0%} confidence."
+            f"{format_rate(fa / n_fa)} (upper {format_rate(fa_up)}), false-reject rate "
+            f"{format_rate(fr / n_fr)} (upper {format_rate(fr_up)}) at {conf:.0%} confidence."
         )
     return ThresholdChoice(
         threshold=float(threshold),

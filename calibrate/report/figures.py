@@ -45,6 +45,7 @@ from calibrate.thresholds import (
     _error_allowances,
     choose_threshold_from_curve,
     evaluate_threshold,
+    format_rate,
 )
 
 __all__ = [
@@ -131,10 +132,6 @@ def _isnan(x: Any) -> bool:
 def _plain(text: str | None) -> str:
     # Matplotlib reads text between two "$" as mathtext; label names are not formulas.
     return "" if text is None else str(text).replace("$", r"\$")
-
-
-def _fmt_pct(x: float) -> str:
-    return f"{100 * x:.3g}%"
 
 
 def _fmt_threshold(t: float) -> str:
@@ -740,7 +737,7 @@ class ErrorRatesDisplay(_LabelDisplay):
             if limit is not None:
                 self.limit_lines_.append(
                     ax.axhline(limit, color=c, linestyle=":", linewidth=1.2,
-                               label=f"{what} limit {_fmt_pct(limit)} (on the upper bound)")
+                               label=f"{what} limit {format_rate(limit)} (on the upper bound)")
                 )
         xmin = float(x.min()) if x.size else 0.0
         xmax = float(x.max()) if x.size else 1.0
@@ -793,7 +790,7 @@ class ErrorRatesDisplay(_LabelDisplay):
         )
         for y, what in ((fa, "FA"), (fr, "FR")):
             ax.annotate(
-                f"{what} {_fmt_pct(y)}", (x, y), xytext=(6, 4), textcoords="offset points",
+                f"{what} {format_rate(y)}", (x, y), xytext=(6, 4), textcoords="offset points",
                 fontsize="x-small", color=color or "black",
             )
 
@@ -1143,7 +1140,7 @@ class DetCurveDisplay(_LabelDisplay):
             self._ppf(eer.false_positive_rate, _DET_MARK),
             self._ppf(eer.false_negative_rate, _DET_MARK),
             linestyle="none", marker="D", markersize=6, color=c_line,
-            label=f"{prefix}equal error rate {_fmt_pct(eer.rate)} "
+            label=f"{prefix}equal error rate {format_rate(eer.rate)} "
             f"(T={_fmt_threshold(eer.threshold)})",
         )
         self.chosen_point_ = None
@@ -1157,7 +1154,7 @@ class DetCurveDisplay(_LabelDisplay):
                 linestyle="none", marker="o", markersize=7, markerfacecolor="white",
                 markeredgecolor=color or "black",
                 label=f"{prefix}{self.threshold_kind} threshold {_fmt_threshold(self.threshold)} "
-                f"(FA {_fmt_pct(fa_t)}, FR {_fmt_pct(fr_t)})",
+                f"(FA {format_rate(fa_t)}, FR {format_rate(fr_t)})",
             )
         self.censored_span_ = None
         if self.detection_floor is not None and math.isfinite(self.detection_floor):

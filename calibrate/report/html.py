@@ -34,6 +34,8 @@ from calibrate.thresholds import (
     PolicySet,
     choose_thresholds_from_store,
     evaluate_threshold,
+    format_rate,
+    format_threshold,
 )
 
 __all__ = ["ReportResult", "build_report", "write_report"]
@@ -81,7 +83,7 @@ class ReportResult:
 
 
 def _pct(x) -> str:
-    return "-" if x is None else f"{100 * float(x):.3g}%"
+    return "-" if x is None else format_rate(float(x))
 
 
 def _num(x) -> str:
@@ -247,12 +249,6 @@ def _comparison_tasks(detector, label, tables, policy, floors) -> list[_FigureTa
 # ---------------------------------------------------------------------------------------
 # Report data
 # ---------------------------------------------------------------------------------------
-
-
-def _threshold_text(t: float) -> str:
-    if math.isinf(t):
-        return "never fire" if t > 0 else "always fire"
-    return repr(float(t))  # exact: a rounded threshold could change decisions
 
 
 def _error_rows(choice) -> list[dict[str, Any]]:
@@ -476,7 +472,7 @@ def build_report(
             sec["tables"][r.model_version] = table
             sec["choices"][r.model_version] = c
             v.update(
-                threshold_exact=_threshold_text(c.threshold),
+                threshold_exact=format_threshold(c.threshold),
                 errors=_error_rows(c),
                 policy_items=[(k, val) for k, val in c.policy.to_dict().items() if val is not None],
                 figures=[],
@@ -484,8 +480,8 @@ def build_report(
             new = _label_tasks(table, r, policy, v["detection_floor"])
             slots.append((v["figures"], len(tasks), len(new)))
             tasks += new
-            row.update(threshold_text=_threshold_text(c.threshold),
-                       threshold_exact=_threshold_text(c.threshold))
+            row.update(threshold_text=format_threshold(c.threshold),
+                       threshold_exact=format_threshold(c.threshold))
             if c.status != "ok":
                 notes.append(dict(label=r.label, version=f"{r.detector} {r.model_version}",
                                   text=c.explanation))
@@ -510,7 +506,7 @@ def build_report(
                 ch = evaluate_threshold(curves[b], choices[a].threshold, policy)
                 crossover.append(dict(
                     source=f"{det} {a}", target=f"{det} {b}", choice=ch,
-                    threshold_text=_threshold_text(choices[a].threshold),
+                    threshold_text=format_threshold(choices[a].threshold),
                     own_cost=choices[b].expected_cost,
                 ))
         sec["comparison"] = dict(crossover=crossover, figures=[])
