@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_curve
 
 from calibrate import Policy, choose_threshold, count_table
-from calibrate.stats import bootstrap_threshold
+from calibrate.bootstrap import bootstrap_threshold
 
 
 def best_of(repeat, fn):

@@ -6,7 +6,8 @@ The public names most users need are re-exported here:
   counts and rates at every distinct score.
 * :func:`choose_threshold` / :class:`ThresholdChoice` / :class:`Policy` - the cost-minimal
   threshold, optionally under limits judged on exact confidence bounds.
-* :mod:`calibrate.stats` - Clopper-Pearson bounds, samples needed, bootstrap.
+* :mod:`calibrate.stats` - Clopper-Pearson bounds and samples needed;
+  :func:`bootstrap_threshold` - how stable a choice is under resampling.
 """
 
 from calibrate.curves import CountTable, EqualErrorRate, ErrorCurve, count_table, error_curve
@@ -16,11 +17,13 @@ from calibrate.errors import (
     InputError,
     NoRankingInformationWarning,
 )
-from calibrate.thresholds import LimitCheck, Policy, ThresholdChoice, choose_threshold
-
-__version__ = "0.1.0"
+from calibrate.policy import Policy, PolicySet, load_policy_file
+from calibrate.thresholds import LimitCheck, ThresholdChoice, choose_threshold
+from calibrate.bootstrap import BootstrapResult, bootstrap_threshold
+from calibrate.version import __version__
 
 __all__ = [
+    "BootstrapResult",
     "CalibrateError",
     "CalibrateWarning",
     "CountTable",
@@ -30,9 +33,12 @@ __all__ = [
     "LimitCheck",
     "NoRankingInformationWarning",
     "Policy",
+    "PolicySet",
     "ThresholdChoice",
+    "bootstrap_threshold",
     "choose_threshold",
     "count_table",
     "error_curve",
+    "load_policy_file",
     "__version__",
 ]

@@ -23,7 +23,7 @@ import numpy as np
 
 from calibrate.curves import error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
-from calibrate.export.thresholds_file import ThresholdEntry, ThresholdsFile
+from calibrate.thresholds_file import ThresholdEntry, ThresholdsFile
 from calibrate.thresholds import (
     ThresholdChoice,
     choose_threshold_from_curve,

@@ -58,7 +58,7 @@ class OutputFormat(str, Enum):
 
 def _version(value: bool) -> None:
     if value:
-        from calibrate import __version__
+        from calibrate.version import __version__
 
         out.print(f"calibrate {__version__}")
         raise typer.Exit()
@@ -657,7 +657,7 @@ def check(
                 max_cost_increase=max_cost_increase,
             )
         if junit is not None:
-            from calibrate.export.thresholds_file import atomic_write_text
+            from calibrate.io import atomic_write_text
 
             atomic_write_text(junit, report.to_junit_xml())
     except CalibrateError as exc:

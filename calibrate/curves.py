@@ -35,6 +35,7 @@ __all__ = [
     "ErrorCurve",
     "count_table",
     "error_curve",
+    "require_both_classes",
 ]
 
 
@@ -355,7 +356,7 @@ class ErrorCurve:
             If either class has no items: its error rate would be undefined.
         """
         n_pos, n_neg = table.total_positive, table.total_negative
-        _require_both_classes(n_pos, n_neg)
+        require_both_classes(n_pos, n_neg)
         fp = np.cumsum(table.n_negative[::-1])
         fn = np.cumsum(table.n_positive[::-1])
         np.subtract(n_pos, fn, out=fn)
@@ -457,7 +458,7 @@ class ErrorCurve:
         )
 
 
-def _require_both_classes(n_pos: int, n_neg: int) -> None:
+def require_both_classes(n_pos: int, n_neg: int) -> None:
     if n_pos == 0 or n_neg == 0:
         missing = "positive" if n_pos == 0 else "negative"
         raise InputError(

@@ -1,4 +1,4 @@
-"""Exact binomial bounds, samples needed, and a tie-exact bootstrap of the threshold choice.
+"""Exact binomial bounds and samples needed.
 
 Bounds are Clopper-Pearson (exact, from the beta distribution in :mod:`scipy.stats`):
 the one-sided upper bound ``U(k, n)`` at confidence ``c`` is the largest error rate
@@ -10,40 +10,21 @@ below to answer limit questions with a handful of bound evaluations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as _sps
 
+from calibrate.checks import check_confidence as _check_confidence
+from calibrate.checks import check_rate as _check_limit
 from calibrate.errors import InputError
 
 __all__ = [
-    "BootstrapResult",
-    "bootstrap_threshold",
     "clopper_pearson_interval",
     "clopper_pearson_upper",
     "max_errors_within",
     "samples_needed",
     "zero_failure_sample_size",
 ]
-
-
-def _check_confidence(confidence: float) -> float:
-    c = float(confidence)
-    if not 0.0 < c < 1.0:
-        raise InputError(
-            f"confidence must be strictly between 0 and 1 (e.g. 0.95), got {confidence!r}."
-        )
-    return c
-
-
-def _check_limit(limit: float, name: str = "limit") -> float:
-    x = float(limit)
-    if not 0.0 < x < 1.0:
-        raise InputError(
-            f"{name} must be a rate strictly between 0 and 1 (0.001 means 0.1%), got {limit!r}."
-        )
-    return x
 
 
 def _check_counts(errors, n) -> tuple[np.ndarray, np.ndarray]:
@@ -219,220 +200,3 @@ def samples_needed(limit: float, confidence: float = 0.95, *, errors: int = 0, n
         else:
             lo = mid
     return hi - n
-
-
-# ---------------------------------------------------------------------------------------
-# Bootstrap
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class BootstrapResult:
-    """Thresholds chosen on stratified bootstrap resamples of the calibration data.
-
-    Attributes
-    ----------
-    thresholds : ndarray of float64, shape (n_resamples,)
-        Threshold chosen in each resample; NaN where no threshold met the limits.
-    false_accept_rates, false_reject_rates, expected_costs : ndarray
-        The chosen threshold's rates and cost in its own resample (NaN if none).
-    seed : int or None
-        The seed that reproduces these resamples.
-    """
-
-    thresholds: np.ndarray
-    false_accept_rates: np.ndarray
-    false_reject_rates: np.ndarray
-    expected_costs: np.ndarray
-    seed: int | None
-
-    @property
-    def n_resamples(self) -> int:
-        return int(self.thresholds.size)
-
-    @property
-    def feasible_fraction(self) -> float:
-        """Share of resamples in which some threshold met every limit."""
-        return float(np.mean(~np.isnan(self.thresholds)))
-
-    def interval(self, level: float = 0.90) -> tuple[float, float]:
-        """Percentile interval of the chosen threshold over feasible resamples."""
-        c = _check_confidence(level)
-        t = self.thresholds[~np.isnan(self.thresholds)]
-        if t.size == 0:
-            return float("nan"), float("nan")
-        a = (1 - c) / 2
-        lo, hi = np.quantile(t, [a, 1 - a], method="inverted_cdf")
-        return float(lo), float(hi)
-
-
-def _multinomial_rows(rng: np.random.Generator, n: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """One multinomial draw per entry of ``n`` over categories weighted by ``counts``."""
-    total = counts.sum()
-    if total == 0:
-        return np.zeros((n.size, counts.size), dtype=np.int64)
-    return rng.multinomial(n, counts / total)
-
-
-class _Best:
-    """The tie rule of :func:`calibrate.choose_threshold`, fed candidates piece by piece.
-
-    The cheapest candidate wins, costs within a relative ``1e-12`` of the minimum being
-    ties (floating-point noise); among ties, fewer false accepts, then the smaller index
-    (higher threshold). Candidates are kept while they are within the tolerance of the
-    running minimum, so the final choice equals the one over all candidates at once,
-    whatever order the pieces come in.
-    """
-
-    def __init__(self, w_fn, w_fp, allow_fn, allow_fp, reject):
-        from calibrate.thresholds import _TIE
-
-        self.tie = _TIE
-        self.w_fn, self.w_fp = w_fn, w_fp
-        self.allow_fn, self.allow_fp, self.reject = allow_fn, allow_fp, reject
-        self.min = np.inf
-        self.kept: list[tuple[np.ndarray, ...]] = []
-
-    def bound(self) -> float:
-        """No candidate costing more than this can still win or tie."""
-        return self.min + self.tie * abs(self.min) if np.isfinite(self.min) else np.inf
-
-    def add(self, fn, fp, idx) -> None:
-        ok = (fn <= self.allow_fn) & (fp <= self.allow_fp)
-        if not ok.any():
-            return
-        fn, fp, idx = fn[ok], fp[ok], idx[ok]
-        cost = self.w_fn * fn + self.w_fp * fp
-        self.min = min(self.min, float(cost.min()))
-        near = cost <= self.bound()
-        self.kept.append((cost[near], fn[near], fp[near], idx[near]))
-
-    def result(self):
-        """(cost, cell index, fn, fp) of the winner, or None when nothing was feasible."""
-        if not self.kept:
-            return None
-        cost, fn, fp, idx = (np.concatenate(parts) for parts in zip(*self.kept))
-        sel = cost <= self.bound()
-        cost, fn, fp, idx = cost[sel], fn[sel], fp[sel], idx[sel]
-        fa = fn if self.reject else fp
-        order = np.lexsort((idx, fa))  # fewest false accepts, then the smallest index
-        j = order[0]
-        return float(cost[j]), int(idx[j]), int(fn[j]), int(fp[j])
-
-
-def bootstrap_threshold(
-    table,
-    policy,
-    n_resamples: int = 1000,
-    *,
-    seed: int | None = None,
-    block_size: int | None = None,
-    _exhaustive: bool = False,
-) -> BootstrapResult:
-    """Bootstrap the threshold choice by resampling the count table, exactly and fast.
-
-    Each resample draws ``n_positive`` positives and ``n_negative`` negatives with
-    replacement (stratified, so both classes keep their sizes and the limits' error
-    allowances stay fixed). Drawing rows with replacement is the same as drawing a
-    multinomial over the table's cells, so ties are handled exactly and no row is ever
-    touched. Cells are grouped in blocks: block totals are drawn first (one multinomial
-    over blocks), which gives the exact counts at every block boundary; a block is then
-    expanded (a multinomial over its cells, given its total) only if the cost inside it
-    could beat the best boundary. The result has the distribution of a full resample,
-    but a resample costs about ``sqrt(k)`` work instead of ``k``.
-
-    Parameters
-    ----------
-    table : CountTable or ErrorCurve
-        The calibration data of one label.
-    policy : Policy
-        Action, costs, prevalence and limits, as for :func:`calibrate.choose_threshold`.
-        The prevalence is held at the policy's value (or the sample's).
-    n_resamples : int, default 1000
-    seed : int, optional
-        Seed for :func:`numpy.random.default_rng`; the same seed gives the same result.
-    block_size : int, optional
-        Cells per block; default ``ceil(sqrt(k))``.
-
-    Returns
-    -------
-    BootstrapResult
-    """
-    from calibrate.curves import CountTable, ErrorCurve
-    from calibrate.thresholds import _cost_weights, _error_allowances
-
-    if isinstance(table, ErrorCurve):
-        curve = table
-        n_pos_cells = -np.diff(np.concatenate([[curve.n_positive], curve.false_negatives]))
-        n_neg_cells = np.diff(np.concatenate([[0], curve.false_positives]))
-        thr = curve.thresholds
-    elif isinstance(table, CountTable):
-        n_pos_cells, n_neg_cells, thr = table.n_positive[::-1], table.n_negative[::-1], table.scores[::-1]
-    else:
-        raise InputError("bootstrap_threshold needs a CountTable or an ErrorCurve.")
-    n_pos, n_neg = int(n_pos_cells.sum()), int(n_neg_cells.sum())
-    from calibrate.curves import _require_both_classes
-
-    _require_both_classes(n_pos, n_neg)
-    if int(n_resamples) < 1:
-        raise InputError(f"n_resamples must be at least 1, got {n_resamples}.")
-    R = int(n_resamples)
-    K = thr.size
-    L = int(block_size) if block_size else max(1, math.isqrt(K - 1) + 1)
-    B = -(-K // L)
-    wp, wn, _ = _cost_weights(policy, n_pos, n_neg)
-    kfn, kfp = _error_allowances(policy, n_pos, n_neg)
-    reject = policy.action == "reject"
-
-    rng = np.random.default_rng(seed)
-    entropy = rng.integers(0, 2**63 - 1)
-    starts = np.arange(0, K, L)
-    bpos = np.add.reduceat(n_pos_cells, starts)
-    bneg = np.add.reduceat(n_neg_cells, starts)
-    P = _multinomial_rows(rng, np.full(R, n_pos), bpos)  # (R, B)
-    N = _multinomial_rows(rng, np.full(R, n_neg), bneg)
-    fn_after = n_pos - np.cumsum(P, axis=1)
-    fp_after = np.cumsum(N, axis=1)
-    fn_before = np.concatenate([np.full((R, 1), n_pos), fn_after[:, :-1]], axis=1)
-    fp_before = np.concatenate([np.zeros((R, 1), np.int64), fp_after[:, :-1]], axis=1)
-
-    out_t = np.full(R, np.nan)
-    out_fa = np.full(R, np.nan)
-    out_fr = np.full(R, np.nan)
-    out_c = np.full(R, np.nan)
-
-    for r in range(R):
-        # Candidates in a total order (cost, false accepts, cell index) so that the lazy
-        # search and a full expansion pick the same cell. Index -1 is "never fire"; a
-        # block boundary is the last cell of its block.
-        cand_fn = np.concatenate([[n_pos], fn_after[r]])
-        cand_fp = np.concatenate([[0], fp_after[r]])
-        cand_idx = np.concatenate([[-1], np.minimum(starts + L, K) - 1])
-        best = _Best(wp, wn, kfn, kfp, reject)
-        best.add(cand_fn, cand_fp, cand_idx)
-        if _exhaustive:
-            blocks = range(B)
-        else:
-            lb = wp * fn_after[r] + wn * fp_before[r]
-            possible = (fn_after[r] <= kfn) & (fp_before[r] <= kfp) & (lb <= best.bound())
-            blocks = np.flatnonzero(possible)
-        for b in blocks:
-            lo, hi = starts[b], min(starts[b] + L, K)
-            if hi - lo == 1:
-                continue  # its only cell is the block boundary, already a candidate
-            if not _exhaustive and wp * fn_after[r, b] + wn * fp_before[r, b] > best.bound():
-                continue  # the minimum fell while earlier blocks were expanded
-            brng = np.random.default_rng([int(entropy), r, int(b)])
-            p = _multinomial_rows(brng, np.array([P[r, b]]), n_pos_cells[lo:hi])[0]
-            q = _multinomial_rows(brng, np.array([N[r, b]]), n_neg_cells[lo:hi])[0]
-            cfn = fn_before[r, b] - np.cumsum(p)
-            cfp = fp_before[r, b] + np.cumsum(q)
-            best.add(cfn, cfp, np.arange(lo, hi))
-        won = best.result()
-        if won is None:
-            continue
-        cost, idx, fn, fp = won
-        out_t[r] = np.inf if idx < 0 else thr[idx]
-        fa_rate, fr_rate = (fn / n_pos, fp / n_neg) if reject else (fp / n_neg, fn / n_pos)
-        out_fa[r], out_fr[r], out_c[r] = fa_rate, fr_rate, cost
-    return BootstrapResult(out_t, out_fa, out_fr, out_c, seed)

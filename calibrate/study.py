@@ -662,7 +662,7 @@ def _export(spec: ExportSpec, index: int, tf, store, study: Study) -> tuple[Path
     """Write one export target; returns its path and the exporter's warnings."""
     spec.path.parent.mkdir(parents=True, exist_ok=True)
     if spec.to == "thresholds":
-        from calibrate.export.thresholds_file import write_thresholds_file
+        from calibrate.thresholds_file import write_thresholds_file
 
         return write_thresholds_file(tf, spec.path), []
     try:
@@ -716,7 +716,7 @@ def run_study(study, *, progress: bool = True, run_options=None,
         store.
     """
     from calibrate.detectors.registry import make_detector
-    from calibrate.export.thresholds_file import thresholds_file_from_results, write_thresholds_file
+    from calibrate.thresholds_file import thresholds_file_from_results, write_thresholds_file
     from calibrate.manifest import read_manifest
     from calibrate.report.html import build_report
     from calibrate.runner import RunOptions, score_dataset

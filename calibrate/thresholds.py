@@ -1,33 +1,37 @@
-"""Policies and threshold choice: the cost-minimal cutoff, optionally under hard limits.
+"""Threshold choice: the cost-minimal cutoff, optionally under hard limits.
 
-A :class:`Policy` says what firing does (``action``), what each error costs, the
-deployment prevalence of positives, and optional limits such as "false-accept rate at
-most 0.1% at 95% confidence". :func:`choose_threshold` returns the threshold with the
-lowest expected cost per item among those whose limits hold on the exact one-sided
-Clopper-Pearson upper bound.
+A :class:`~calibrate.policy.Policy` says what firing does, what each error costs, the
+deployment prevalence and optional limits. :func:`choose_threshold` returns the
+threshold with the lowest expected cost per item among those whose limits hold on the
+exact one-sided Clopper-Pearson upper bound.
 
 Why no multiplicity correction is needed: every error count is monotone in the
 threshold, so the thresholds that meet a limit form one contiguous run starting at the
 safe end. Testing thresholds from the safe end and stopping at the first failure is a
 fixed-sequence test (as in Learn-then-Test risk control), so the stated confidence holds
 for the threshold that is finally chosen.
+
+The tie rule lives here once (:func:`tie_break`); the bootstrap
+(:mod:`calibrate.bootstrap`) applies the same function to its resamples.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from calibrate import stats
-from calibrate.curves import CountTable, ErrorCurve, error_curve
+from calibrate.curves import CountTable, ErrorCurve, count_table, error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
+from calibrate.policy import ACTIONS, Policy, PolicySet, load_policy_file
 
 __all__ = [
     "ACTIONS",
+    "TIE",
     "LabelThreshold",
     "LimitCheck",
     "Policy",
@@ -41,114 +45,10 @@ __all__ = [
     "format_rate",
     "format_threshold",
     "load_policy_file",
+    "recorded_detection_floor",
+    "tie_bound",
+    "tie_break",
 ]
-
-ACTIONS = ("reject", "accept")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What a label's rule does and what its errors cost.
-
-    Parameters
-    ----------
-    cost_false_accept : float
-        Cost of one false accept (a shipped defect for ``action="reject"``; an impostor
-        let through for ``action="accept"``). Non-negative.
-    cost_false_reject : float
-        Cost of one false reject (a scrapped good part; a genuine user turned away).
-    action : {"reject", "accept"}, default "reject"
-        What firing (``score >= T``) does. ``"reject"``: the item is rejected (QC), so a
-        positive that does not fire is a false accept. ``"accept"``: the item is let
-        through, so a negative that fires is a false accept.
-    prevalence : float, optional
-        Share of positives in deployment, strictly between 0 and 1. ``None`` uses the
-        calibration sample's share, which is usually wrong for defect-enriched sets.
-    max_false_accept_rate, max_false_reject_rate : float, optional
-        Hard limits on the rates, judged on the exact upper bound at ``confidence``.
-    confidence : float, default 0.95
-        One-sided confidence level of the limits' upper bounds.
-    """
-
-    cost_false_accept: float
-    cost_false_reject: float
-    action: str = "reject"
-    prevalence: float | None = None
-    max_false_accept_rate: float | None = None
-    max_false_reject_rate: float | None = None
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if self.action not in ACTIONS:
-            raise InputError(
-                f"action must be 'reject' (firing scraps the item, QC) or 'accept' (firing "
-                f"lets it through, access control), got {self.action!r}."
-            )
-        for name in ("cost_false_accept", "cost_false_reject"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                raise InputError(f"{name} must be a number, got {v!r}.")
-            if not math.isfinite(v) or v < 0:
-                raise InputError(
-                    f"{name} must be a finite, non-negative cost per error, got {v!r}."
-                )
-        if self.cost_false_accept == 0 and self.cost_false_reject == 0:
-            raise InputError(
-                "cost_false_accept and cost_false_reject are both 0, so every threshold "
-                "costs the same. Give at least one a positive cost (only their ratio matters)."
-            )
-        if self.prevalence is not None:
-            p = self.prevalence
-            if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not (
-                0.0 < p < 1.0
-            ):
-                raise InputError(
-                    f"prevalence must be the deployment share of positives, strictly between "
-                    f"0 and 1 (0.004 means 0.4%), got {p!r}."
-                )
-        for name in ("max_false_accept_rate", "max_false_reject_rate", "confidence"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))):
-                raise InputError(f"{name} must be a number, got {v!r} ({type(v).__name__}).")
-            if v is not None and name != "confidence":
-                stats._check_limit(v, name)
-        stats._check_confidence(self.confidence)
-
-    @property
-    def has_limits(self) -> bool:
-        """True when the policy sets at least one rate limit."""
-        return self.max_false_accept_rate is not None or self.max_false_reject_rate is not None
-
-    @classmethod
-    def from_mapping(cls, mapping: dict[str, Any], *, where: str = "policy") -> Policy:
-        """Build a policy from a mapping such as a TOML table, naming unknown keys.
-
-        Parameters
-        ----------
-        mapping : dict
-            Keys are the field names of :class:`Policy`.
-        where : str
-            Where the mapping came from (``"policy.toml [labels.scratch]"``), used in
-            error messages.
-        """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
-        if unknown:
-            raise InputError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys are "
-                f"{', '.join(sorted(known))}."
-            )
-        missing = [k for k in ("cost_false_accept", "cost_false_reject") if k not in mapping]
-        if missing:
-            raise InputError(f"{where}: missing {' and '.join(missing)}.")
-        try:
-            return cls(**mapping)
-        except InputError as exc:
-            raise InputError(f"{where}: {exc}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The policy as a plain dict (JSON/TOML friendly)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -265,43 +165,6 @@ class ThresholdChoice:
         return d
 
 
-# ---------------------------------------------------------------------------------------
-# Shared arithmetic (also used by the bootstrap in calibrate.stats)
-# ---------------------------------------------------------------------------------------
-
-
-def _prevalence(policy: Policy, n_pos: int, n_neg: int) -> float:
-    return policy.prevalence if policy.prevalence is not None else n_pos / (n_pos + n_neg)
-
-
-def _cost_weights(policy: Policy, n_pos: int, n_neg: int) -> tuple[float, float, float]:
-    """Weights ``(w_fn, w_fp, prevalence)`` so that cost = w_fn * FN + w_fp * FP.
-
-    reject: ``c_FA * pi * FNR + c_FR * (1 - pi) * FPR``;
-    accept: ``c_FA * (1 - pi) * FPR + c_FR * pi * FNR``.
-    """
-    pi = _prevalence(policy, n_pos, n_neg)
-    if policy.action == "reject":
-        c_fn, c_fp = policy.cost_false_accept, policy.cost_false_reject
-    else:
-        c_fn, c_fp = policy.cost_false_reject, policy.cost_false_accept
-    return c_fn * pi / n_pos, c_fp * (1.0 - pi) / n_neg, pi
-
-
-def _error_allowances(policy: Policy, n_pos: int, n_neg: int) -> tuple[float, float]:
-    """Largest false-negative and false-positive counts that still meet the limits.
-
-    ``inf`` where the policy sets no limit; ``-1`` where no count can meet it.
-    """
-    allow_fa = allow_fr = np.inf
-    n_fa, n_fr = (n_pos, n_neg) if policy.action == "reject" else (n_neg, n_pos)
-    if policy.max_false_accept_rate is not None:
-        allow_fa = stats.max_errors_within(n_fa, policy.max_false_accept_rate, policy.confidence)
-    if policy.max_false_reject_rate is not None:
-        allow_fr = stats.max_errors_within(n_fr, policy.max_false_reject_rate, policy.confidence)
-    return (allow_fa, allow_fr) if policy.action == "reject" else (allow_fr, allow_fa)
-
-
 def format_rate(x: float) -> str:
     """A rate as a percentage with three significant digits (``0.00123`` -> ``0.123%``)."""
     return f"{100 * x:.3g}%"
@@ -316,47 +179,73 @@ def format_threshold(t: float, *, never: str = "never fire", always: str = "alwa
 
 
 # ---------------------------------------------------------------------------------------
-# Choice
+# The tie rule
+# ---------------------------------------------------------------------------------------
+
+#: Costs within this relative distance of the minimum are ties: they differ only by
+#: floating-point rounding (e.g. c*pi*4/4 against c*(1-pi)*2/2), and the tie rule, not
+#: the last bit, should decide between them.
+TIE = 1e-12
+
+
+def tie_bound(minimum: float) -> float:
+    """The largest cost that still ties with ``minimum`` (``inf`` when it is infinite)."""
+    return minimum + TIE * abs(minimum) if np.isfinite(minimum) else np.inf
+
+
+def tie_break(cost, false_accepts, index) -> int:
+    """Position of the winning candidate under the tie rule.
+
+    The cheapest candidate wins, costs within :data:`TIE` (relative) of the minimum
+    being ties; among ties, the fewest false accepts, then the smallest ``index`` (the
+    higher threshold: index 0 or -1 is "never fire"). The order of the candidates does
+    not matter, so a search that meets them in pieces (the bootstrap) and one that sees
+    them all at once (:func:`choose_threshold`) agree.
+
+    Parameters
+    ----------
+    cost, false_accepts, index : array-like, shape (k,), k >= 1
+
+    Returns
+    -------
+    int
+        Position into the given arrays.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    near = np.flatnonzero(cost <= tie_bound(float(cost.min())))
+    fa = np.asarray(false_accepts)[near]
+    idx = np.asarray(index)[near]
+    return int(near[np.lexsort((idx, fa))[0]])
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluating one threshold
 # ---------------------------------------------------------------------------------------
 
 
-def _describe(
-    curve: ErrorCurve,
-    policy: Policy,
-    threshold: float,
-    fp: int,
-    fn: int,
-    status: str,
-    preamble: str = "",
-) -> ThresholdChoice:
-    """Evaluate one candidate threshold: rates, bounds, cost, limit checks, explanation."""
-    n_pos, n_neg = curve.n_positive, curve.n_negative
-    w_fn, w_fp, pi = _cost_weights(policy, n_pos, n_neg)
-    if policy.action == "reject":
-        fa, n_fa, about_fa, fr, n_fr, about_fr = fn, n_pos, "positive", fp, n_neg, "negative"
-    else:
-        fa, n_fa, about_fa, fr, n_fr, about_fr = fp, n_neg, "negative", fn, n_pos, "positive"
-    conf = policy.confidence
-    fa_up = stats.clopper_pearson_upper(fa, n_fa, conf)
-    fr_up = stats.clopper_pearson_upper(fr, n_fr, conf)
+def _limit_checks(policy: Policy, errs, conf: float) -> list[LimitCheck]:
+    """One :class:`LimitCheck` per limit of the policy, from the named error counts."""
+    counts = {
+        "false_accept": (errs.false_accepts, errs.n_false_accept, errs.false_accept_class),
+        "false_reject": (errs.false_rejects, errs.n_false_reject, errs.false_reject_class),
+    }
     checks = []
-    for error, limit, k, n, about, up in (
-        ("false_accept", policy.max_false_accept_rate, fa, n_fa, about_fa, fa_up),
-        ("false_reject", policy.max_false_reject_rate, fr, n_fr, about_fr, fr_up),
-    ):
-        if limit is None:
-            continue
+    for error, limit in policy.limits():
+        k, n, about = counts[error]
+        up = stats.clopper_pearson_upper(k, n, conf)
         met = bool(up <= limit)
         need = 0 if met else stats.samples_needed(limit, conf, errors=k, n=n)
         least = 0 if met else stats.samples_needed(limit, conf, errors=0, n=n)
-        checks.append(LimitCheck(error, limit, conf, k, n, about, k / n, up, met, need, least))
-    limits_met = all(c.met for c in checks)
-    unmet = [c for c in checks if not c.met]
-    samples_needed = max(c.samples_needed for c in unmet) if unmet else None
-    if status == "ok" and not limits_met:
-        status = "limits_not_met"
+        checks.append(LimitCheck(error, limit, conf, int(k), int(n), about, k / n, up, met,
+                                 need, least))
+    return checks
+
+
+def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: str) -> str:
+    """One or two sentences a QC engineer can paste into a ticket."""
+    conf = policy.confidence
     parts = [preamble] if preamble else []
-    for c in unmet:
+    for c in (c for c in checks if not c.met):
         word = c.error.replace("_", " ")
         parts.append(
             f"At this threshold {c.errors} of {c.n:,} {c.about}s are {word}s "
@@ -371,32 +260,58 @@ def _describe(
             )
         )
     if not parts:
-        fires = "never fire" if math.isinf(threshold) and threshold > 0 else f"fire at score >= {threshold:.6g}"
+        fires = ("never fire" if math.isinf(threshold) and threshold > 0
+                 else f"fire at score >= {threshold:.6g}")
         parts.append(
             f"Cost-minimal rule: {fires} ({policy.action} on fire); false-accept rate "
-            f"{format_rate(fa / n_fa)} (upper {format_rate(fa_up)}), false-reject rate "
-            f"{format_rate(fr / n_fr)} (upper {format_rate(fr_up)}) at {conf:.0%} confidence."
+            f"{format_rate(errs.false_accepts / errs.n_false_accept)} (upper "
+            f"{format_rate(bounds[0])}), false-reject rate "
+            f"{format_rate(errs.false_rejects / errs.n_false_reject)} (upper "
+            f"{format_rate(bounds[1])}) at {conf:.0%} confidence."
         )
+    return " ".join(parts)
+
+
+def _describe(
+    curve: ErrorCurve,
+    policy: Policy,
+    threshold: float,
+    fp: int,
+    fn: int,
+    status: str,
+    preamble: str = "",
+) -> ThresholdChoice:
+    """Evaluate one candidate threshold: rates, bounds, cost, limit checks, explanation."""
+    n_pos, n_neg = curve.n_positive, curve.n_negative
+    errs = policy.errors(fn, fp, n_pos, n_neg)
+    conf = policy.confidence
+    fa_up = stats.clopper_pearson_upper(errs.false_accepts, errs.n_false_accept, conf)
+    fr_up = stats.clopper_pearson_upper(errs.false_rejects, errs.n_false_reject, conf)
+    checks = _limit_checks(policy, errs, conf)
+    limits_met = all(c.met for c in checks)
+    unmet = [c for c in checks if not c.met]
+    if status == "ok" and not limits_met:
+        status = "limits_not_met"
     return ThresholdChoice(
         threshold=float(threshold),
         action=policy.action,
         policy=policy,
-        false_accepts=int(fa),
-        false_rejects=int(fr),
+        false_accepts=int(errs.false_accepts),
+        false_rejects=int(errs.false_rejects),
         n_positive=int(n_pos),
         n_negative=int(n_neg),
-        false_accept_rate=fa / n_fa,
-        false_reject_rate=fr / n_fr,
+        false_accept_rate=errs.false_accepts / errs.n_false_accept,
+        false_reject_rate=errs.false_rejects / errs.n_false_reject,
         false_accept_rate_upper=float(fa_up),
         false_reject_rate_upper=float(fr_up),
-        expected_cost=float(w_fn * fn + w_fp * fp),
-        prevalence=float(pi),
+        expected_cost=float(policy.expected_cost(fn, fp, n_pos, n_neg)),
+        prevalence=float(policy.prevalence_for(n_pos, n_neg)),
         limits_met=limits_met,
         limit_checks=tuple(checks),
-        samples_needed=samples_needed,
+        samples_needed=max(c.samples_needed for c in unmet) if unmet else None,
         has_ranking_information=curve.has_ranking_information,
         status=status,
-        explanation=" ".join(parts),
+        explanation=_explain(checks, policy, threshold, errs, (fa_up, fr_up), preamble),
         next_score_below=_next_score_below(curve, threshold),
     )
 
@@ -407,25 +322,9 @@ def _next_score_below(curve: ErrorCurve, threshold: float) -> float:
     return float(curve.thresholds[k]) if k < len(curve) else -np.inf
 
 
-#: Costs within this relative distance of the minimum are ties: they differ only by
-#: floating-point rounding (e.g. c*pi*4/4 against c*(1-pi)*2/2), and the tie rule, not
-#: the last bit, should decide between them.
-_TIE = 1e-12
-
-
-def _near_min(cost: np.ndarray) -> np.ndarray:
-    m = cost.min()
-    return cost <= m + _TIE * abs(m)
-
-
-def _lowest_cost(cost: np.ndarray, fa: np.ndarray, allowed: np.ndarray) -> int | None:
-    """Index of the cheapest allowed candidate; ties go to fewer false accepts, then
-    to the higher threshold (smaller index)."""
-    idx = np.flatnonzero(allowed)
-    if idx.size == 0:
-        return None
-    sel = idx[_near_min(cost[idx])]
-    return int(sel[np.argmin(fa[sel])])
+# ---------------------------------------------------------------------------------------
+# Choice
+# ---------------------------------------------------------------------------------------
 
 
 def _feasible_range(curve: ErrorCurve, policy: Policy) -> tuple[int, int]:
@@ -436,7 +335,7 @@ def _feasible_range(curve: ErrorCurve, policy: Policy) -> tuple[int, int]:
     so the candidates within both allowances form one contiguous run, found by
     bisection instead of a pass over every threshold.
     """
-    allow_fn, allow_fp = _error_allowances(policy, curve.n_positive, curve.n_negative)
+    allow_fn, allow_fp = policy.error_allowances(curve.n_positive, curve.n_negative)
     lo, hi = 0, len(curve) + 1
     if np.isfinite(allow_fn) and curve.n_positive > allow_fn:
         # first curve index with fn <= allow_fn (fn is non-increasing)
@@ -450,28 +349,55 @@ def _feasible_range(curve: ErrorCurve, policy: Policy) -> tuple[int, int]:
 
 
 def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
-    """Index of the cost-minimal candidate in ``lo..hi-1`` under the tie rule: costs
-    within ``_TIE`` of the minimum tie; then fewer false accepts; then the smaller
-    index (the higher threshold). ``calibrate.stats`` applies the same rule."""
-    w_fn, w_fp, _ = _cost_weights(policy, curve.n_positive, curve.n_negative)
+    """Index of the cost-minimal candidate in ``lo..hi-1`` under :func:`tie_break`.
+
+    The cost of every candidate is one float array (updated in place: this is the hot
+    path on 10^7 scores); only the few candidates that tie with the minimum are handed
+    to the tie rule.
+    """
+    w = policy.cost_weights(curve.n_positive, curve.n_negative)
     a, b = max(lo, 1) - 1, hi - 1  # slice of the curve arrays covered by the range
-    cost = curve.false_negatives[a:b] * w_fn  # one float array, updated in place
-    cost += curve.false_positives[a:b] * w_fp
-    never = w_fn * curve.n_positive if lo == 0 else np.inf  # no FP, every positive missed
-    m = min(float(cost.min()) if cost.size else np.inf, never)
-    bound = m + _TIE * abs(m)
-    where, fewest = -1, np.inf
-    if never <= bound:
-        where, fewest = 0, (curve.n_positive if policy.action == "reject" else 0)
+    cost = curve.false_negatives[a:b] * w.miss
+    cost += curve.false_positives[a:b] * w.false_alarm
+    never = w.miss * curve.n_positive if lo == 0 else np.inf  # no FP, every positive missed
+    bound = tie_bound(min(float(cost.min()) if cost.size else np.inf, never))
     ties = np.flatnonzero(cost <= bound)
-    if ties.size:
-        fa = (curve.false_negatives if policy.action == "reject" else curve.false_positives)[
-            a + ties
-        ]
-        j = int(np.argmin(fa))  # the first of the fewest: the smallest index
-        if fa[j] < fewest:
-            where = a + int(ties[j]) + 1
-    return where
+    index = np.concatenate([[0] if never <= bound else [], a + ties + 1]).astype(np.int64)
+    cand_cost = np.concatenate([[never] if never <= bound else [], cost[ties]])
+    fn = np.concatenate([[curve.n_positive] if never <= bound else [],
+                         curve.false_negatives[a + ties]])
+    fp = np.concatenate([[0] if never <= bound else [], curve.false_positives[a + ties]])
+    fa = policy.errors(fn, fp, curve.n_positive, curve.n_negative).false_accepts
+    return int(index[tie_break(cand_cost, fa, index)])
+
+
+def _unprovable(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> ThresholdChoice:
+    """No threshold can be shown to meet the limits: the cheapest threshold whose
+    observed rates meet them (so samples_needed says how much more data would prove
+    it), or failing that the unconstrained optimum, and say which. Rare: full arrays."""
+    thr, fp, fn = curve.with_never_fire()
+    n_pos, n_neg = curve.n_positive, curve.n_negative
+    cost = policy.expected_cost(fn, fp, n_pos, n_neg)
+    errs = policy.errors(fn, fp, n_pos, n_neg)
+    point_ok = np.ones(thr.size, dtype=bool)
+    if policy.max_false_accept_rate is not None:
+        point_ok &= errs.false_accepts <= policy.max_false_accept_rate * errs.n_false_accept
+    if policy.max_false_reject_rate is not None:
+        point_ok &= errs.false_rejects <= policy.max_false_reject_rate * errs.n_false_reject
+    how = "whose observed rates are within the limits"
+    allowed = np.flatnonzero(point_ok)
+    if allowed.size == 0:
+        allowed = np.arange(thr.size)
+        how = "without the limits (even the observed rates cannot meet them together)"
+    i = int(allowed[tie_break(cost[allowed], errs.false_accepts[allowed], allowed)])
+    msg = (
+        f"No threshold meets every limit at {policy.confidence:.0%} confidence; shown is "
+        f"the cost-minimal threshold {how}."
+    )
+    preamble = f"{preamble} {msg}".strip()
+    if status == "ok":
+        status = "limits_not_met"
+    return _describe(curve, policy, thr[i], int(fp[i]), int(fn[i]), status, preamble)
 
 
 def choose_threshold_from_curve(curve: ErrorCurve, policy: Policy) -> ThresholdChoice:
@@ -490,39 +416,11 @@ def choose_threshold_from_curve(curve: ErrorCurve, policy: Policy) -> ThresholdC
         )
         warnings.warn(preamble, NoRankingInformationWarning, stacklevel=3)
     lo, hi = _feasible_range(curve, policy)
-    if hi > lo:
-        i = _cheapest_in(curve, policy, lo, hi)
-        thr, fp, fn = _candidate(curve, i)
-        return _describe(curve, policy, thr, fp, fn, status, preamble)
-
-    # No threshold can be shown to meet the limits. Report the cheapest threshold whose
-    # observed rates meet them (so samples_needed says how much more data would prove
-    # it), or failing that the unconstrained optimum, and say so. Rare path: full arrays.
-    thr, fp, fn = curve.with_never_fire()
-    n_pos, n_neg = curve.n_positive, curve.n_negative
-    w_fn, w_fp, _ = _cost_weights(policy, n_pos, n_neg)
-    cost = w_fn * fn + w_fp * fp
-    reject = policy.action == "reject"
-    fa, fr = (fn, fp) if reject else (fp, fn)
-    fa_n, fr_n = (n_pos, n_neg) if reject else (n_neg, n_pos)
-    point_ok = np.ones(thr.size, dtype=bool)
-    if policy.max_false_accept_rate is not None:
-        point_ok &= fa <= policy.max_false_accept_rate * fa_n
-    if policy.max_false_reject_rate is not None:
-        point_ok &= fr <= policy.max_false_reject_rate * fr_n
-    i = _lowest_cost(cost, fa, point_ok)
-    how = "whose observed rates are within the limits"
-    if i is None:
-        i = _lowest_cost(cost, fa, np.ones(thr.size, dtype=bool))
-        how = "without the limits (even the observed rates cannot meet them together)"
-    msg = (
-        f"No threshold meets every limit at {policy.confidence:.0%} confidence; shown is "
-        f"the cost-minimal threshold {how}."
-    )
-    preamble = f"{preamble} {msg}".strip()
-    if status == "ok":
-        status = "limits_not_met"
-    return _describe(curve, policy, thr[i], int(fp[i]), int(fn[i]), status, preamble)
+    if hi <= lo:
+        return _unprovable(curve, policy, status, preamble)
+    i = _cheapest_in(curve, policy, lo, hi)
+    thr, fp, fn = _candidate(curve, i)
+    return _describe(curve, policy, thr, fp, fn, status, preamble)
 
 
 def _candidate(curve: ErrorCurve, i: int) -> tuple[float, int, int]:
@@ -640,111 +538,16 @@ def choose_threshold(
 
 
 # ---------------------------------------------------------------------------------------
-# Policy files and many labels at once
+# Many labels at once: one result object per (detector, model version, label)
 # ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class PolicySet:
-    """Per-label policies: shared defaults plus per-label overrides.
-
-    Attributes
-    ----------
-    defaults : dict
-        Keys of :class:`Policy` that apply to every label.
-    labels : dict of str to dict
-        Per-label keys; they win over ``defaults``.
-    source : str
-        Where the set came from, for error messages.
-    """
-
-    defaults: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
-    source: str = "policy"
-
-    def with_defaults(self, overrides: dict[str, Any]) -> PolicySet:
-        """A copy whose defaults are updated with ``overrides`` (None values ignored)."""
-        merged = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        return PolicySet(merged, self.labels, self.source)
-
-    def for_label(self, label: str) -> Policy:
-        """The policy of ``label``: defaults, then the label's own table."""
-        where = self.source if label not in self.labels else f"{self.source} [labels.{label}]"
-        return Policy.from_mapping({**self.defaults, **self.labels.get(label, {})}, where=where)
-
-
-def load_policy_file(path) -> PolicySet:
-    """Read a TOML policy file.
-
-    The file has an optional ``[defaults]`` table and one ``[labels.<name>]`` table per
-    label that needs its own settings; keys are those of :class:`Policy`::
-
-        [defaults]
-        action = "reject"
-        cost_false_accept = 50     # a shipped defect
-        cost_false_reject = 1      # a scrapped good part
-        confidence = 0.95
-
-        [labels.crack]
-        prevalence = 0.0008
-        max_false_accept_rate = 0.001
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    PolicySet
-
-    Raises
-    ------
-    InputError
-        Naming the file (and the line, for TOML syntax errors) and what is wrong.
-    """
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    from pathlib import Path
-
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read policy file {p}: {exc.strerror or exc}.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"policy file {p} is not valid TOML: {exc}.") from None
-    unknown = sorted(set(data) - {"defaults", "labels"})
-    if unknown:
-        raise InputError(
-            f"policy file {p}: unknown table(s) {', '.join(unknown)}; use [defaults] and "
-            "[labels.<label name>]."
-        )
-    defaults = data.get("defaults", {})
-    labels = data.get("labels", {})
-    if not isinstance(defaults, dict) or not isinstance(labels, dict) or not all(
-        isinstance(v, dict) for v in labels.values()
-    ):
-        raise InputError(
-            f"policy file {p}: [defaults] and each [labels.<name>] must be tables of keys."
-        )
-    known = {f.name for f in fields(Policy)}
-    for where, table in [("[defaults]", defaults)] + [
-        (f"[labels.{k}]", v) for k, v in labels.items()
-    ]:
-        bad = sorted(set(table) - known)
-        if bad:
-            raise InputError(
-                f"policy file {p} {where}: unknown key(s) {', '.join(bad)}; allowed keys "
-                f"are {', '.join(sorted(known))}."
-            )
-    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p))
-
-
-@dataclass(frozen=True)
 class LabelThreshold:
-    """The threshold choice of one (detector, model version, label).
+    """Everything computed about one (detector, model version, label), computed once.
+
+    The CLI table, the thresholds file, the exporters, ``calibrate check`` and the
+    report all render this object; none of them queries or chooses again.
 
     Attributes
     ----------
@@ -755,6 +558,16 @@ class LabelThreshold:
         Why not, e.g. the data has no positive images for the label.
     n_failed : int
         Images whose detector call failed; they are excluded from the curve.
+    policy : Policy or None
+        The label's policy (also ``choice.policy`` when there is a choice).
+    table : CountTable or None
+        The calibration data: per distinct score, positives and negatives.
+    curve : ErrorCurve or None
+        The exact error curve of ``table``.
+    detection_floor : float or None
+        The lowest score the version can report, as its runs recorded it.
+    dataset, split : str or None
+        The images the table counts.
     """
 
     detector: str
@@ -763,19 +576,37 @@ class LabelThreshold:
     choice: ThresholdChoice | None
     problem: str | None = None
     n_failed: int = 0
+    policy: Policy | None = field(default=None, compare=False)
+    table: CountTable | None = field(default=None, repr=False, compare=False)
+    curve: ErrorCurve | None = field(default=None, repr=False, compare=False)
+    detection_floor: float | None = None
+    dataset: str | None = None
+    split: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(detector, model_version, label)``."""
+        return self.detector, self.model_version, self.label
+
+    def with_choice(self, choice: ThresholdChoice) -> LabelThreshold:
+        """A copy with another choice (e.g. a deployed threshold evaluated here)."""
+        return replace(self, choice=choice)
 
 
-def _choose_one(det, ver, label, curve_source, policies: PolicySet, n_failed=0) -> LabelThreshold:
+def _choose_one(key, table_source, policies: PolicySet, **provenance) -> LabelThreshold:
+    det, ver, label = (str(k) for k in key)
     policy = policies.for_label(label)  # a bad policy is the user's error: raise it
     try:
-        curve = curve_source()
+        table = table_source()
+        curve = error_curve(table)
     except InputError as exc:
-        return LabelThreshold(str(det), str(ver), str(label), None, str(exc), n_failed)
+        return LabelThreshold(det, ver, label, None, str(exc), policy=policy, **provenance)
     with warnings.catch_warnings():
         # The flag travels in the choice's status; one warning per label is noise here.
         warnings.simplefilter("ignore", NoRankingInformationWarning)
         choice = choose_threshold_from_curve(curve, policy)
-    return LabelThreshold(str(det), str(ver), str(label), choice, None, n_failed)
+    return LabelThreshold(det, ver, label, choice, None, policy=policy, table=table,
+                          curve=curve, **provenance)
 
 
 def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
@@ -785,7 +616,7 @@ def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
     ----------
     frame : pandas.DataFrame
         Image-level scores with columns ``detector, model_version, label, score,
-        positive`` (see :func:`calibrate.manifest.read_scores_table`).
+        positive`` (see :func:`calibrate.scores_table.read_scores_table`).
     policies : PolicySet
 
     Returns
@@ -800,17 +631,42 @@ def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
         When a label's policy is invalid or incomplete.
     """
     out = []
-    for (det, ver, label), g in frame.groupby(
-        ["detector", "model_version", "label"], sort=True, dropna=False
-    ):
-        out.append(
-            _choose_one(
-                det, ver, label,
-                lambda g=g: error_curve(g["score"].to_numpy(np.float64), g["positive"].to_numpy(bool)),
-                policies,
-            )
-        )
+    for key, g in frame.groupby(["detector", "model_version", "label"], sort=True,
+                                dropna=False):
+        out.append(_choose_one(
+            key,
+            lambda g=g: count_table(g["score"].to_numpy(np.float64),
+                                    g["positive"].to_numpy(bool)),
+            policies,
+        ))
     return out
+
+
+def recorded_detection_floor(store, detector: str, model_version: str) -> float | None:
+    """The lowest score a detector version can report, as its runs recorded it.
+
+    Parameters
+    ----------
+    store : calibrate.store.ScoreStore
+    detector, model_version : str
+
+    Returns
+    -------
+    float or None
+        The highest floor of the version's runs (the most censoring one wins, since
+        below it some runs could not report), or None when no run stated one.
+    """
+    runs = store.runs()
+    sel = runs[(runs["detector"] == detector) & (runs["model_version"] == model_version)]
+    floors = []
+    for f in sel["detection_floor"]:
+        try:
+            x = float(f)
+        except (TypeError, ValueError):
+            continue
+        if not math.isnan(x):
+            floors.append(x)
+    return max(floors) if floors else None
 
 
 def choose_thresholds_from_store(
@@ -826,7 +682,8 @@ def choose_thresholds_from_store(
     """Choose a threshold for every (detector, model version, label) in a score store.
 
     Each label's count table is computed inside the database (one ``GROUP BY``), so
-    only the table leaves it.
+    only the table leaves it; the result carries the table, the curve, the choice and
+    where the data came from, so nothing downstream needs to query again.
 
     Parameters
     ----------
@@ -843,7 +700,6 @@ def choose_thresholds_from_store(
     -------
     list of LabelThreshold
     """
-    versions = store.versions()
     if split is not None:
         known = store.splits(dataset)
         if split not in known:
@@ -852,27 +708,27 @@ def choose_thresholds_from_store(
                 f"{', '.join(known) or 'none (the manifest gave no split)'}."
             )
     out = []
-    for row in versions.itertuples():
+    for row in store.versions().itertuples():
         if detector is not None and row.detector != detector:
             continue
         if model_version is not None and row.model_version != model_version:
             continue
         kw = dict(dataset=dataset, split=split)
-        n_failed = store.n_failed(row.detector, row.model_version, **kw)
+        provenance = dict(
+            n_failed=store.n_failed(row.detector, row.model_version, **kw),
+            detection_floor=recorded_detection_floor(store, row.detector, row.model_version),
+            **kw,
+        )
         # A label that is truly present but never reported is still calibrated (its
         # curve says every positive is missed), not silently left out.
         every = set(row.labels) | set(store.truth_labels(row.detector, row.model_version))
         for label in sorted(every):
             if labels is not None and label not in labels:
                 continue
-            out.append(
-                _choose_one(
-                    row.detector, row.model_version, label,
-                    lambda d=row.detector, v=row.model_version, lab=label, kw=kw: error_curve(
-                        store.count_table(d, v, lab, **kw)
-                    ),
-                    policies,
-                    n_failed,
-                )
-            )
+            out.append(_choose_one(
+                (row.detector, row.model_version, label),
+                lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
+                    d, v, lab, **kw),
+                policies, **provenance,
+            ))
     return out

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from calibrate import InputError, Policy, count_table, error_curve
+from calibrate.bootstrap import bootstrap_threshold
 from calibrate.stats import (
-    bootstrap_threshold,
     clopper_pearson_interval,
     clopper_pearson_upper,
     max_errors_within,
@@ -127,16 +127,14 @@ def test_bootstrap_and_choice_share_one_tie_rule(data, policy):
     import warnings
 
     from calibrate import NoRankingInformationWarning
-    from calibrate.stats import _Best
-    from calibrate.thresholds import _cost_weights, _error_allowances, choose_threshold_from_curve
+    from calibrate.bootstrap import _Best
+    from calibrate.thresholds import choose_threshold_from_curve
 
     s, y = data
     curve = error_curve(s, y)
     p = Policy(**policy)
-    w_fn, w_fp, _ = _cost_weights(p, curve.n_positive, curve.n_negative)
-    allow_fn, allow_fp = _error_allowances(p, curve.n_positive, curve.n_negative)
     thr, fp, fn = curve.with_never_fire()
-    best = _Best(w_fn, w_fp, allow_fn, allow_fp, p.action == "reject")
+    best = _Best(p, curve.n_positive, curve.n_negative)
     # in pieces, in an awkward order
     idx = np.arange(-1, len(curve))
     for part in np.array_split(np.random.default_rng(0).permutation(idx.size), 3):

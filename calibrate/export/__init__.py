@@ -7,7 +7,7 @@
 * :mod:`calibrate.export.alibaba_imm` - per-label/attribute threshold maps (0-1).
 """
 
-from calibrate.export.thresholds_file import (
+from calibrate.thresholds_file import (
     ThresholdEntry,
     ThresholdsFile,
     read_thresholds_file,
@@ -59,7 +59,7 @@ def export_to(target: str, tf: ThresholdsFile, path, *, store=None, detector=Non
     from pathlib import Path
 
     from calibrate.errors import InputError
-    from calibrate.export.thresholds_file import atomic_write_text
+    from calibrate.io import atomic_write_text
 
     if target not in TARGETS:
         raise InputError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}.")

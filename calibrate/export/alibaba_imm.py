@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from calibrate.export.rounding import target_values
-from calibrate.export.thresholds_file import ThresholdsFile
+from calibrate.thresholds_file import ThresholdsFile
 
 __all__ = ["threshold_map"]
 

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from calibrate.export.rounding import target_values
-from calibrate.export.thresholds_file import ThresholdsFile
+from calibrate.thresholds_file import ThresholdsFile
 
 __all__ = ["min_confidence_map"]
 

@@ -30,7 +30,8 @@ from typing import Any
 
 from calibrate.errors import CalibrateWarning, InputError
 from calibrate.export.rounding import target_values
-from calibrate.export.thresholds_file import ThresholdsFile, atomic_write_text
+from calibrate.io import atomic_write_text
+from calibrate.thresholds_file import ThresholdsFile
 
 __all__ = ["ViamExport", "label_confidences", "merge_into_machine_config", "service_fragment"]
 

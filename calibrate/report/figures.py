@@ -41,8 +41,6 @@ from calibrate.stats import clopper_pearson_interval
 from calibrate.thresholds import (
     Policy,
     ThresholdChoice,
-    _cost_weights,
-    _error_allowances,
     choose_threshold_from_curve,
     evaluate_threshold,
     format_rate,
@@ -886,7 +884,7 @@ class ExpectedCostDisplay(_LabelDisplay):
     def costs(self) -> tuple[np.ndarray, np.ndarray]:
         """Thresholds (descending, ``+inf`` first) and the expected cost at each."""
         thr, fp, fn = self.curve.with_never_fire()
-        w_fn, w_fp, _ = _cost_weights(self.policy, self.curve.n_positive, self.curve.n_negative)
+        w_fn, w_fp, _ = self.policy.cost_weights(self.curve.n_positive, self.curve.n_negative)
         return thr, w_fn * fn + w_fp * fp
 
     def plot(
@@ -918,7 +916,7 @@ class ExpectedCostDisplay(_LabelDisplay):
         p = self.policy
         thr, cost = self.costs()
         curve = self.curve
-        allow_fn, allow_fp = _error_allowances(p, curve.n_positive, curve.n_negative)
+        allow_fn, allow_fp = p.error_allowances(curve.n_positive, curve.n_negative)
         feasible = (curve.false_negatives <= allow_fn) & (curve.false_positives <= allow_fp)
         finite = np.isfinite(curve.thresholds)
         x = curve.thresholds[finite][::-1]
@@ -969,7 +967,7 @@ class ExpectedCostDisplay(_LabelDisplay):
         t = self.threshold
         if t is not None:
             fp, fn = curve.counts_at(t)
-            w_fn, w_fp, _ = _cost_weights(p, curve.n_positive, curve.n_negative)
+            w_fn, w_fp, _ = p.cost_weights(curve.n_positive, curve.n_negative)
             ct = w_fn * fn + w_fp * fp
             xt = t if math.isfinite(t) else xmax + pad
             self.threshold_line_ = ax.axvline(

@@ -418,8 +418,8 @@ def build_report(
     -------
     ReportResult
     """
-    from calibrate import __version__
-    from calibrate.export.thresholds_file import atomic_write_text
+    from calibrate.version import __version__
+    from calibrate.io import atomic_write_text
 
     out = Path(out_dir)
     fig_dir = out / "figures"

@@ -1,0 +1,495 @@
+"""Policies: what firing does, what each error costs, and which limits must hold.
+
+This module is the one home of the *action arithmetic*. Curves are neutral (false
+positives are negatives that fire, false negatives are positives that do not); a
+label's ``action`` decides which of them is a false accept and which a false reject:
+
+========  =================================  ==================================
+action    false accept                       false reject
+========  =================================  ==================================
+reject    a positive that did not fire (FN)  a negative that fired (FP)
+accept    a negative that fired (FP)         a positive that did not fire (FN)
+========  =================================  ==================================
+
+:func:`by_action` is that table; every other module (threshold choice, bootstrap,
+figures, report, gate) asks :class:`Policy` or :func:`by_action` instead of deriving
+the mapping again, so adding an action means editing :data:`ACTIONS` only.
+
+Policy files (TOML, ``[defaults]`` plus ``[labels.<name>]``) are read by
+:func:`load_policy_file` into a :class:`PolicySet`; errors name the file, the line and
+the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from calibrate import stats
+from calibrate.checks import (
+    check_confidence,
+    check_cost,
+    check_number,
+    check_prevalence,
+    check_rate,
+)
+from calibrate.errors import InputError
+from calibrate.tomlfile import TomlKeyError, load_toml
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_POLICY",
+    "CostWeights",
+    "ErrorKinds",
+    "Policy",
+    "PolicyError",
+    "PolicySet",
+    "by_action",
+    "error_names",
+    "load_policy_file",
+]
+
+
+@dataclass(frozen=True)
+class _Action:
+    """How one action names the neutral errors, and what a QC engineer calls them."""
+
+    false_accept_is_miss: bool  # is a false accept a positive that did not fire?
+    false_accept_words: str
+    false_reject_words: str
+
+
+#: The actions a label can have. ``reject``: firing scraps the item (QC), so a missed
+#: positive is a false accept. ``accept``: firing lets it through (access control), so a
+#: negative that fires is a false accept.
+ACTIONS: dict[str, _Action] = {
+    "reject": _Action(True, "defects shipped", "good parts scrapped"),
+    "accept": _Action(False, "negatives let through", "positives turned away"),
+}
+
+
+def _action(action: str) -> _Action:
+    try:
+        return ACTIONS[action]
+    except (KeyError, TypeError):
+        raise InputError(
+            f"action must be 'reject' (firing scraps the item, QC) or 'accept' (firing "
+            f"lets it through, access control), got {action!r}."
+        ) from None
+
+
+def by_action(action: str, misses, false_alarms):
+    """``(false accept, false reject)`` versions of two neutral quantities.
+
+    ``misses`` is about positives that did not fire (false negatives, or anything
+    indexed like them: their count, their class size ``n_positive``, the word
+    "positive"); ``false_alarms`` about negatives that fired. The mapping is its own
+    inverse, so ``by_action(action, false_accepts, false_rejects)`` gives
+    ``(misses, false_alarms)`` back.
+
+    Parameters
+    ----------
+    action : {"reject", "accept"}
+    misses, false_alarms : object
+        Numbers, arrays, or anything else that comes in such a pair.
+
+    Returns
+    -------
+    tuple
+        ``(false_accept_thing, false_reject_thing)``.
+
+    Examples
+    --------
+    >>> by_action("reject", "FN", "FP")
+    ('FN', 'FP')
+    >>> by_action("accept", "FN", "FP")
+    ('FP', 'FN')
+    """
+    if _action(action).false_accept_is_miss:
+        return misses, false_alarms
+    return false_alarms, misses
+
+
+def error_names(action: str) -> tuple[str, str]:
+    """What a QC engineer calls the two errors of a label with this action.
+
+    Returns
+    -------
+    false_accept, false_reject : str
+        E.g. ``"false accept (defects shipped)"`` for ``action="reject"``.
+    """
+    a = _action(action)
+    return f"false accept ({a.false_accept_words})", f"false reject ({a.false_reject_words})"
+
+
+class CostWeights(NamedTuple):
+    """Expected cost per item is ``miss * false_negatives + false_alarm * false_positives``.
+
+    Attributes
+    ----------
+    miss : float
+        Cost of one more positive that does not fire, per item, at the prevalence.
+    false_alarm : float
+        Cost of one more negative that fires, per item.
+    prevalence : float
+        The deployment prevalence used.
+    """
+
+    miss: float
+    false_alarm: float
+    prevalence: float
+
+
+class ErrorKinds(NamedTuple):
+    """Both error kinds of a label at one threshold, named by its action.
+
+    Attributes
+    ----------
+    false_accepts, false_rejects : int or ndarray
+        Error counts.
+    n_false_accept, n_false_reject : int
+        Sizes of the class each rate is about.
+    false_accept_class, false_reject_class : {"positive", "negative"}
+        Which class that is.
+    """
+
+    false_accepts: Any
+    n_false_accept: int
+    false_accept_class: str
+    false_rejects: Any
+    n_false_reject: int
+    false_reject_class: str
+
+
+class PolicyError(InputError):
+    """A policy value is invalid.
+
+    Attributes
+    ----------
+    key : str or None
+        The :class:`Policy` field the problem is about (None when it is about the
+        policy as a whole, e.g. both costs 0), so callers can point at the key's line.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+def _checked(key: str, check, *args):
+    try:
+        return check(*args)
+    except InputError as exc:
+        raise PolicyError(str(exc), key) from None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a label's rule does and what its errors cost.
+
+    Parameters
+    ----------
+    cost_false_accept : float
+        Cost of one false accept (a shipped defect for ``action="reject"``; an impostor
+        let through for ``action="accept"``). Non-negative.
+    cost_false_reject : float
+        Cost of one false reject (a scrapped good part; a genuine user turned away).
+    action : {"reject", "accept"}, default "reject"
+        What firing (``score >= T``) does. ``"reject"``: the item is rejected (QC), so a
+        positive that does not fire is a false accept. ``"accept"``: the item is let
+        through, so a negative that fires is a false accept.
+    prevalence : float, optional
+        Share of positives in deployment, strictly between 0 and 1. ``None`` uses the
+        calibration sample's share, which is usually wrong for defect-enriched sets.
+    max_false_accept_rate, max_false_reject_rate : float, optional
+        Hard limits on the rates, judged on the exact upper bound at ``confidence``.
+    confidence : float, default 0.95
+        One-sided confidence level of the limits' upper bounds.
+
+    Raises
+    ------
+    PolicyError
+        Naming the field that is wrong (``.key``).
+    """
+
+    cost_false_accept: float
+    cost_false_reject: float
+    action: str = "reject"
+    prevalence: float | None = None
+    max_false_accept_rate: float | None = None
+    max_false_reject_rate: float | None = None
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        _checked("action", _action, self.action)
+        for name in ("cost_false_accept", "cost_false_reject"):
+            _checked(name, check_cost, getattr(self, name), name)
+        if self.cost_false_accept == 0 and self.cost_false_reject == 0:
+            raise PolicyError(
+                "cost_false_accept and cost_false_reject are both 0, so every threshold "
+                "costs the same. Give at least one a positive cost (only their ratio matters)."
+            )
+        if self.prevalence is not None:
+            _checked("prevalence", check_prevalence, self.prevalence)
+        for name in ("max_false_accept_rate", "max_false_reject_rate"):
+            if getattr(self, name) is not None:
+                _checked(name, check_number, getattr(self, name), name)
+                _checked(name, check_rate, getattr(self, name), name)
+        _checked("confidence", check_number, self.confidence, "confidence")
+        _checked("confidence", check_confidence, self.confidence)
+
+    # -- the action arithmetic ----------------------------------------------------------
+
+    @property
+    def has_limits(self) -> bool:
+        """True when the policy sets at least one rate limit."""
+        return self.max_false_accept_rate is not None or self.max_false_reject_rate is not None
+
+    def prevalence_for(self, n_positive: int, n_negative: int) -> float:
+        """The deployment prevalence: the policy's, or the sample's share of positives."""
+        if self.prevalence is not None:
+            return float(self.prevalence)
+        return n_positive / (n_positive + n_negative)
+
+    def cost_weights(self, n_positive: int, n_negative: int) -> CostWeights:
+        """Weights so that expected cost per item = ``miss * FN + false_alarm * FP``.
+
+        reject: ``c_FA * pi * FNR + c_FR * (1 - pi) * FPR``;
+        accept: ``c_FA * (1 - pi) * FPR + c_FR * pi * FNR``.
+        """
+        pi = self.prevalence_for(n_positive, n_negative)
+        c_miss, c_alarm = by_action(self.action, self.cost_false_accept, self.cost_false_reject)
+        return CostWeights(c_miss * pi / n_positive, c_alarm * (1.0 - pi) / n_negative, pi)
+
+    def expected_cost(self, false_negatives, false_positives, n_positive: int, n_negative: int):
+        """Expected cost per item at the deployment prevalence (scalar or array)."""
+        w = self.cost_weights(n_positive, n_negative)
+        return w.miss * false_negatives + w.false_alarm * false_positives
+
+    def errors(self, false_negatives, false_positives, n_positive: int,
+               n_negative: int) -> ErrorKinds:
+        """Neutral counts at a threshold named as false accepts and false rejects."""
+        fa, fr = by_action(self.action, false_negatives, false_positives)
+        n_fa, n_fr = by_action(self.action, n_positive, n_negative)
+        about_fa, about_fr = by_action(self.action, "positive", "negative")
+        return ErrorKinds(fa, n_fa, about_fa, fr, n_fr, about_fr)
+
+    def error_allowances(self, n_positive: int, n_negative: int) -> tuple[float, float]:
+        """Largest false-negative and false-positive counts that still meet the limits.
+
+        Because the exact upper bound increases with the error count, a threshold meets
+        a limit exactly when its error count is at most the allowance.
+
+        Returns
+        -------
+        allow_false_negatives, allow_false_positives : float
+            ``inf`` where the policy sets no limit; ``-1`` where no count can meet it.
+        """
+        n_fa, n_fr = by_action(self.action, n_positive, n_negative)
+        allow_fa = allow_fr = np.inf
+        if self.max_false_accept_rate is not None:
+            allow_fa = stats.max_errors_within(n_fa, self.max_false_accept_rate, self.confidence)
+        if self.max_false_reject_rate is not None:
+            allow_fr = stats.max_errors_within(n_fr, self.max_false_reject_rate, self.confidence)
+        return by_action(self.action, allow_fa, allow_fr)
+
+    def limits(self) -> list[tuple[str, float]]:
+        """The policy's limits as ``(error, limit)``, false accept first."""
+        out = []
+        if self.max_false_accept_rate is not None:
+            out.append(("false_accept", float(self.max_false_accept_rate)))
+        if self.max_false_reject_rate is not None:
+            out.append(("false_reject", float(self.max_false_reject_rate)))
+        return out
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any], *, where: str = "policy") -> Policy:
+        """Build a policy from a mapping such as a TOML table, naming unknown keys.
+
+        Parameters
+        ----------
+        mapping : dict
+            Keys are the field names of :class:`Policy`.
+        where : str
+            Where the mapping came from (``"policy.toml [labels.scratch]"``), used in
+            error messages.
+
+        Raises
+        ------
+        PolicyError
+            With ``.key`` set to the offending key.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise PolicyError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys are "
+                f"{', '.join(sorted(known))}.",
+                unknown[0],
+            )
+        missing = [k for k in ("cost_false_accept", "cost_false_reject") if k not in mapping]
+        if missing:
+            raise PolicyError(f"{where}: missing {' and '.join(missing)}.", missing[0])
+        try:
+            return cls(**mapping)
+        except PolicyError as exc:
+            raise PolicyError(f"{where}: {exc}", exc.key) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as a plain dict (JSON/TOML friendly)."""
+        return asdict(self)
+
+
+#: The policy used when none is given: equal costs, no limits, the sample's prevalence.
+DEFAULT_POLICY = {"cost_false_accept": 1, "cost_false_reject": 1}
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Per-label policies: shared defaults plus per-label overrides.
+
+    Attributes
+    ----------
+    defaults : dict
+        Keys of :class:`Policy` that apply to every label.
+    labels : dict of str to dict
+        Per-label keys; they win over ``defaults``.
+    source : str
+        Where the set came from, for error messages.
+    """
+
+    defaults: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "policy"
+
+    @classmethod
+    def default(cls) -> PolicySet:
+        """The set used when no policy is given: :data:`DEFAULT_POLICY` for every label."""
+        return cls(dict(DEFAULT_POLICY), source="equal costs, no limits (no policy given)")
+
+    def with_defaults(self, overrides: dict[str, Any]) -> PolicySet:
+        """A copy whose defaults are updated with ``overrides`` (None values ignored)."""
+        merged = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return PolicySet(merged, self.labels, self.source)
+
+    def for_label(self, label: str) -> Policy:
+        """The policy of ``label``: defaults, then the label's own table."""
+        where = self.source if label not in self.labels else f"{self.source} [labels.{label}]"
+        return Policy.from_mapping({**self.defaults, **self.labels.get(label, {})}, where=where)
+
+    def origin(self, label: str | None, key: str) -> tuple[str, ...]:
+        """The table a label's value of ``key`` comes from: ``("labels", label)`` when the
+        label's own table sets it, else ``("defaults",)``."""
+        if label is not None and key in self.labels.get(label, {}):
+            return ("labels", label)
+        return ("defaults",)
+
+    def validate(self, locator=None) -> PolicySet:
+        """Check every label's policy and the defaults; returns ``self``.
+
+        Parameters
+        ----------
+        locator : calibrate.tomlfile.KeyLocator, optional
+            When the set came from a TOML file: errors then name its line and key.
+
+        Raises
+        ------
+        PolicyError or TomlKeyError
+        """
+        known = {f.name for f in fields(Policy)}
+        tables = [(("defaults",), self.defaults)] + [
+            (("labels", k), v) for k, v in self.labels.items()
+        ]
+        for path, table in tables:
+            for key in table:
+                if key not in known:
+                    self._raise(locator, path + (key,), PolicyError(
+                        f"unknown policy key; allowed keys are {', '.join(sorted(known))}.", key))
+        checks = [(label, {**self.defaults, **tbl}) for label, tbl in self.labels.items()]
+        if "cost_false_accept" in self.defaults and "cost_false_reject" in self.defaults:
+            checks.append((None, dict(self.defaults)))
+        for label, mapping in checks:
+            try:
+                Policy.from_mapping(mapping, where="")
+            except PolicyError as exc:
+                text = str(exc).removeprefix(": ")
+                if exc.key is None:
+                    path = ("labels", label) if label is not None else ("defaults",)
+                elif exc.key not in mapping:  # a missing cost: say where to set it
+                    path = (("labels", label) if label is not None else ("defaults",)) + (exc.key,)
+                    text = f"{text.rstrip('.')}: set it in [defaults] or in this table."
+                else:
+                    path = self.origin(label, exc.key) + (exc.key,)
+                self._raise(locator, path, PolicyError(text, exc.key))
+        return self
+
+    def _raise(self, locator, path: tuple, exc: PolicyError):
+        if locator is None:
+            raise PolicyError(f"{self.source}: {exc}", exc.key)
+        raise locator.error(path, str(exc))
+
+
+def load_policy_file(path) -> PolicySet:
+    """Read a TOML policy file.
+
+    The file has an optional ``[defaults]`` table and one ``[labels.<name>]`` table per
+    label that needs its own settings; keys are those of :class:`Policy`::
+
+        [defaults]
+        action = "reject"
+        cost_false_accept = 50     # a shipped defect
+        cost_false_reject = 1      # a scrapped good part
+        confidence = 0.95
+
+        [labels.crack]
+        prevalence = 0.0008
+        max_false_accept_rate = 0.001
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    PolicySet
+
+    Raises
+    ------
+    InputError
+        Naming the file (and the line, for TOML syntax errors) and what is wrong.
+    """
+    data, loc = load_toml(path, "policy file")
+    p = loc.path
+    unknown = sorted(set(data) - {"defaults", "labels"})
+    if unknown:
+        raise loc.error(
+            (unknown[0],),
+            f"policy file {p}: unknown table(s) {', '.join(unknown)}; use [defaults] and "
+            "[labels.<label name>].",
+        )
+    defaults = data.get("defaults", {})
+    labels = data.get("labels", {})
+    if not isinstance(defaults, dict) or not isinstance(labels, dict) or not all(
+        isinstance(v, dict) for v in labels.values()
+    ):
+        raise InputError(
+            f"policy file {p}: [defaults] and each [labels.<name>] must be tables of keys."
+        )
+    known = {f.name for f in fields(Policy)}
+    for where, path, table in [("[defaults]", ("defaults",), defaults)] + [
+        (f"[labels.{k}]", ("labels", k), v) for k, v in labels.items()
+    ]:
+        bad = sorted(set(table) - known)
+        if bad:
+            line = loc.line(path + (bad[0],))
+            raise TomlKeyError(
+                f"policy file {p} {where}" + (f" (line {line})" if line else "")
+                + f": unknown key(s) {', '.join(bad)}; allowed keys are "
+                f"{', '.join(sorted(known))}.",
+                path=p, line=line, key=".".join(map(str, path + (bad[0],))),
+            )
+    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p))
