@@ -277,64 +277,11 @@ def check_thresholds(
             "Score the candidate first: calibrate score --detector ... --model-version ..."
         )
     cand_labels = set(row.iloc[0]["labels"])
-    results = []
-    for e in entries:
-        gate = LabelGate(e.label, e)
-        if e.label not in cand_labels:
-            gate.passed = False
-            gate.reasons.append(
-                f"the candidate {model_version} has no scores for {e.label!r}, which has a "
-                "deployed threshold: was the label renamed or removed?"
-            )
-            results.append(gate)
-            continue
-        try:
-            curve = error_curve(store.count_table(det, model_version, e.label, split=split))
-        except InputError as exc:
-            gate.passed = False
-            gate.reasons.append(f"cannot evaluate the candidate: {exc}")
-            results.append(gate)
-            continue
-        # Costs are compared at the deployed prevalence: the candidate's labeled set may
-        # mix classes differently, which says nothing about the production line.
-        policy = replace(e.policy, prevalence=e.prevalence)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NoRankingInformationWarning)
-            gate.at_deployed = evaluate_threshold(curve, e.threshold, policy)
-            gate.recommended = choose_threshold_from_curve(curve, policy)
-        gate.cost_change = gate.at_deployed.expected_cost - e.expected_cost
-        for lc in gate.at_deployed.limit_checks:
-            if not lc.met:
-                gate.passed = False
-                gate.reasons.append(
-                    f"{lc.error.replace('_', ' ')} rate at the deployed threshold "
-                    f"{_num(e.threshold)} is {_pct(lc.rate)} ({lc.errors} of {lc.n:,}), upper "
-                    f"bound {_pct(lc.upper)} at {lc.confidence:.0%}, above the limit {_pct(lc.limit)}."
-                )
-        if max_cost_increase is not None:
-            # From a cost of 0 any increase is unbounded in relative terms.
-            rel = (
-                gate.cost_change / e.expected_cost if e.expected_cost > 0
-                else (math.inf if gate.cost_change > 0 else 0.0)
-            )
-            if rel > max_cost_increase:
-                gate.passed = False
-                gate.reasons.append(
-                    f"expected cost per item rose {rel:+.0%} ({e.expected_cost:.4g} -> "
-                    f"{gate.at_deployed.expected_cost:.4g}), more than the allowed "
-                    f"{max_cost_increase:.0%}; the candidate's own optimum is "
-                    f"{_num(gate.recommended.threshold)}."
-                )
-        if not gate.at_deployed.has_ranking_information:
-            gate.passed = False
-            gate.reasons.append("the candidate's scores for this label are all equal.")
-        shift = _shift(store, det, dep_version, model_version, e.label, split)
-        ks = [shift[k] for k in ("ks_positive", "ks_negative") if k in shift]
-        if ks:
-            gate.ks_statistic, gate.ks_pvalue = max(ks)  # the class that moved most
-        gate.median_shift_positive = shift.get("median_shift_positive")
-        gate.median_shift_negative = shift.get("median_shift_negative")
-        results.append(gate)
+    results = [
+        _gate_label(store, e, det, dep_version, model_version, cand_labels, split,
+                    max_cost_increase)
+        for e in entries
+    ]
     for label in sorted(cand_labels - {e.label for e in entries}):
         results.append(
             LabelGate(
@@ -346,3 +293,69 @@ def check_thresholds(
             )
         )
     return CheckReport(det, model_version, dep_version, results)
+
+
+def _gate_label(store, e: ThresholdEntry, det: str, dep_version: str, model_version: str,
+                cand_labels: set, split: str | None,
+                max_cost_increase: float | None) -> LabelGate:
+    """The gate's verdict on one deployed label."""
+    gate = LabelGate(e.label, e)
+    if e.label not in cand_labels:
+        gate.passed = False
+        gate.reasons.append(
+            f"the candidate {model_version} has no scores for {e.label!r}, which has a "
+            "deployed threshold: was the label renamed or removed?"
+        )
+        return gate
+    try:
+        curve = error_curve(store.count_table(det, model_version, e.label, split=split))
+    except InputError as exc:
+        gate.passed = False
+        gate.reasons.append(f"cannot evaluate the candidate: {exc}")
+        return gate
+    # Costs are compared at the deployed prevalence: the candidate's labeled set may
+    # mix classes differently, which says nothing about the production line.
+    policy = replace(e.policy, prevalence=e.prevalence)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoRankingInformationWarning)
+        gate.at_deployed = evaluate_threshold(curve, e.threshold, policy)
+        gate.recommended = choose_threshold_from_curve(curve, policy)
+    gate.cost_change = gate.at_deployed.expected_cost - e.expected_cost
+    for lc in gate.at_deployed.limit_checks:
+        if not lc.met:
+            gate.passed = False
+            gate.reasons.append(
+                f"{lc.error.replace('_', ' ')} rate at the deployed threshold "
+                f"{_num(e.threshold)} is {_pct(lc.rate)} ({lc.errors} of {lc.n:,}), upper "
+                f"bound {_pct(lc.upper)} at {lc.confidence:.0%}, above the limit {_pct(lc.limit)}."
+            )
+    _judge_cost(gate, e, max_cost_increase)
+    if not gate.at_deployed.has_ranking_information:
+        gate.passed = False
+        gate.reasons.append("the candidate's scores for this label are all equal.")
+    shift = _shift(store, det, dep_version, model_version, e.label, split)
+    ks = [shift[k] for k in ("ks_positive", "ks_negative") if k in shift]
+    if ks:
+        gate.ks_statistic, gate.ks_pvalue = max(ks)  # the class that moved most
+    gate.median_shift_positive = shift.get("median_shift_positive")
+    gate.median_shift_negative = shift.get("median_shift_negative")
+    return gate
+
+
+def _judge_cost(gate: LabelGate, e: ThresholdEntry, max_cost_increase: float | None) -> None:
+    """Fail the label when its expected cost rose by more than the allowed fraction."""
+    if max_cost_increase is None:
+        return
+    # From a cost of 0 any increase is unbounded in relative terms.
+    rel = (
+        gate.cost_change / e.expected_cost if e.expected_cost > 0
+        else (math.inf if gate.cost_change > 0 else 0.0)
+    )
+    if rel > max_cost_increase:
+        gate.passed = False
+        gate.reasons.append(
+            f"expected cost per item rose {rel:+.0%} ({e.expected_cost:.4g} -> "
+            f"{gate.at_deployed.expected_cost:.4g}), more than the allowed "
+            f"{max_cost_increase:.0%}; the candidate's own optimum is "
+            f"{_num(gate.recommended.threshold)}."
+        )

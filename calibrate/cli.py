@@ -7,7 +7,6 @@ Exit codes: 0 success, 2 bad input or usage (the message says what to fix).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from enum import Enum
@@ -21,8 +20,27 @@ from rich.table import Table
 
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.errors import CalibrateError
+from calibrate.io import dumps_json
+from calibrate.policy import PolicySet
 from calibrate.thresholds import format_rate as _pct
 from calibrate.thresholds import format_threshold as _threshold_text
+
+__all__ = [
+    "BUILTIN_DETECTORS",
+    "CheckFormat",
+    "ExportTarget",
+    "OutputFormat",
+    "app",
+    "check",
+    "export_cmd",
+    "import_scores_cmd",
+    "main",
+    "report",
+    "run_cmd",
+    "runs",
+    "score",
+    "thresholds",
+]
 
 BUILTIN_DETECTORS = sorted(_BUILTIN)
 
@@ -97,17 +115,6 @@ def _fail(exc: Exception) -> None:
 def _say(line: str) -> None:
     # Label names and paths are data, not rich markup ("[labels.crack]" must survive).
     out.print(line, markup=False, highlight=False)
-
-
-def _jsonable(value):
-    """JSON has no infinities: write them as the strings "inf" / "-inf"."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @app.command()
@@ -187,103 +194,53 @@ def thresholds(
     the expected cost per item, whether the limits hold, and how many more samples an
     unmet limit needs.
     """
-    from calibrate.thresholds import (
-        PolicySet,
-        choose_thresholds,
-        choose_thresholds_from_store,
-        load_policy_file,
-    )
+    from calibrate import workflow
 
+    overrides = dict(
+        action=action, cost_false_accept=cost_false_accept, cost_false_reject=cost_false_reject,
+        prevalence=prevalence, max_false_accept_rate=max_false_accept_rate,
+        max_false_reject_rate=max_false_reject_rate, confidence=confidence,
+    )
     try:
         if (scores_file is None) == (store is None):
             raise CalibrateError("give either a scores file or --store (not both).")
-        policies = load_policy_file(policy) if policy else PolicySet(source="command line")
-        policies = policies.with_defaults(
-            dict(
-                action=action,
-                cost_false_accept=cost_false_accept,
-                cost_false_reject=cost_false_reject,
-                prevalence=prevalence,
-                max_false_accept_rate=max_false_accept_rate,
-                max_false_reject_rate=max_false_reject_rate,
-                confidence=confidence,
-            )
-        )
+        policies = workflow.policies_from(
+            policy, overrides, default=PolicySet(source="command line"))
         if store is not None:
-            from calibrate.store import ScoreStore
-
-            if not store.exists():
-                raise CalibrateError(f"no score store at {store}; fill one with 'calibrate score'.")
-            with ScoreStore(store, read_only=True) as st:
-                results = choose_thresholds_from_store(
-                    st, policies, detector=detector, model_version=model_version,
-                    labels=label, split=split,
-                )
-                provenance = _datasets_of(st)
-            source = str(store) + (f" (split {split})" if split else "")
+            outcome = workflow.choose_from_store(
+                store, policies, detector=detector, model_version=model_version,
+                labels=label, split=split)
         else:
-            from calibrate.manifest import read_scores_table
-
-            frame = read_scores_table(scores_file)
-            if label:
-                unknown = sorted(set(label) - set(frame["label"]))
-                if unknown:
-                    raise CalibrateError(
-                        f"label(s) {', '.join(unknown)} not in {scores_file}; it has "
-                        f"{', '.join(sorted(frame['label'].unique()))}."
-                    )
-                frame = frame[frame["label"].isin(label)]
-            results = choose_thresholds(frame, policies)
-            source = str(scores_file)
-            provenance = _file_provenance(scores_file, results)
-        if not results:
-            raise CalibrateError(f"{source} has no scores matching the filters.")
-        if output is not None and any(r.choice for r in results):
-            from calibrate.export import thresholds_file_from_results, write_thresholds_file
-
-            tf = thresholds_file_from_results(results, source=source, datasets=provenance)
-            write_thresholds_file(tf, output)
+            outcome = workflow.choose_from_file(scores_file, policies, labels=label)
+        written = workflow.write_thresholds(outcome, output) if output is not None else None
     except CalibrateError as exc:
         _fail(exc)
-
     if output_format is OutputFormat.json:
-        rows = []
-        for r in results:
-            d = r.choice.to_dict() if r.choice else {"problem": r.problem}
-            rows.append(
-                {"detector": r.detector, "model_version": r.model_version, "label": r.label,
-                 "n_failed": r.n_failed, **d}
-            )
-        out.print_json(json.dumps(_jsonable(rows)))
+        out.print_json(dumps_json(_rows_for_json(outcome.results)))
     else:
-        _print_thresholds(results, source)
-    if output is not None and any(r.choice for r in results):
-        out.print(f"thresholds file written to {output}", highlight=False)
-    if all(r.choice is None for r in results):
+        _print_thresholds(outcome)
+    if written is not None:
+        out.print(f"thresholds file written to {written}", highlight=False)
+    if not outcome.calibrated:
         err.print("[bold red]error:[/] no label could be calibrated:", highlight=False)
-        for r in results:
-            err.print(escape(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}"), highlight=False)
+        for r in outcome.results:
+            err.print(escape(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}"),
+                      highlight=False)
         raise typer.Exit(2)
 
 
-def _datasets_of(store) -> dict:
-    """(detector, version) -> (dataset, fingerprint) of the latest run, for provenance."""
-    runs = store.runs()
-    return {
-        (r.detector, r.model_version): (r.dataset, r.dataset_fingerprint)
-        for r in runs.itertuples()
-    }
+def _rows_for_json(results) -> list[dict]:
+    rows = []
+    for r in results:
+        d = r.choice.to_dict() if r.choice else {"problem": r.problem}
+        rows.append({"detector": r.detector, "model_version": r.model_version,
+                     "label": r.label, "n_failed": r.n_failed, **d})
+    return rows
 
 
-def _file_provenance(path: Path, results) -> dict:
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    return {(r.detector, r.model_version): (path.name, digest) for r in results}
-
-
-def _print_thresholds(results, source: str) -> None:
-    table = Table(title=escape(f"Thresholds from {source}"), title_justify="left")
+def _print_thresholds(outcome) -> None:
+    results = outcome.results
+    table = Table(title=escape(f"Thresholds from {outcome.source}"), title_justify="left")
     for col, just in [
         ("label", "left"), ("detector / version", "left"), ("pos / neg", "right"),
         ("threshold", "right"), ("false accept (upper)", "right"),
@@ -319,7 +276,7 @@ def _print_thresholds(results, source: str) -> None:
             notes.append(f"[bold]{label}[/] ({version}): {escape(c.explanation)}")
     out.print(table)
     conf = {r.choice.policy.confidence for r in results if r.choice}
-    failed = sum({(r.detector, r.model_version): r.n_failed for r in results}.values())
+    failed = outcome.n_failed
     out.print(
         "Rule: fire when score >= threshold. Upper = exact one-sided Clopper-Pearson bound at "
         f"{', '.join(f'{c:.0%}' for c in sorted(conf))} confidence"
@@ -409,50 +366,48 @@ def score(
     it scores only the images that are not yet stored. Failed images are recorded as
     failures with their reason, never as scores.
     """
-    from calibrate.detectors.registry import make_detector
-    from calibrate.manifest import read_manifest
-    from calibrate.runner import RunOptions, plan_run, score_dataset
-    from calibrate.store import ScoreStore
+    from calibrate import workflow
+    from calibrate.runner import RunOptions
+
+    def show_plan(o) -> None:
+        if o.estimate is not None:
+            out.print(
+                f"{o.detector} {o.model_version}: {o.plan.to_score:,} image(s) to score, "
+                f"{o.plan.already_done:,} already in {store}. {o.estimate.summary()}",
+                highlight=False,
+            )
 
     try:
-        labeled = read_manifest(dataset)
-        det = make_detector(detector, model_version=model_version, **_parse_options(option))
         opts = RunOptions(
             concurrency=concurrency, rate_limit=rate_limit, max_attempts=max_attempts,
             timeout=timeout, force=force, max_calls=max_calls, progress=progress,
         )
-        try:
-            with ScoreStore(store) as st:
-                plan = plan_run(labeled, det, st, opts)
-                if getattr(det, "billable", False) or dry_run:
-                    from calibrate.pricing import estimate_cost
-
-                    estimate = estimate_cost(det, plan.to_score, price_file)
-                    out.print(
-                        f"{det.name} {det.model_version}: {plan.to_score:,} image(s) to score, "
-                        f"{plan.already_done:,} already in {store}. {estimate.summary()}",
-                        highlight=False,
-                    )
-                if dry_run:
-                    return
-                summary = score_dataset(labeled, det, st, opts)
-        finally:
-            close = getattr(det, "close", None)
-            if callable(close):
-                close()
+        outcome = workflow.score(
+            dataset, detector, store, model_version=model_version,
+            options=_parse_options(option), run_options=opts, dry_run=dry_run,
+            price_file=price_file, on_plan=show_plan,
+        )
     except KeyboardInterrupt:
         err.print("interrupted: everything finished so far is stored; run the same command to resume.")
         raise typer.Exit(130) from None
     except CalibrateError as exc:
         _fail(exc)
+    if dry_run:
+        return
+    _print_score_summary(outcome, store, max_calls)
+
+
+def _print_score_summary(outcome, store: Path, max_calls: int | None) -> None:
+    summary, labeled = outcome.summary, outcome.dataset
+    name, version = outcome.detector, outcome.model_version
     if summary.status == "skipped":
         out.print(
-            f"{det.name} {det.model_version} already scored all {summary.n_images:,} images of "
+            f"{name} {version} already scored all {summary.n_images:,} images of "
             f"{labeled.name} in {store} (run {summary.run_id}); use --force to score again."
         )
         return
     out.print(
-        f"{det.name} {det.model_version} on {labeled.name}: {summary.scored:,} scored, "
+        f"{name} {version} on {labeled.name}: {summary.scored:,} scored, "
         f"{summary.failed:,} failed, {summary.already_done:,} already done, {summary.calls:,} "
         f"calls ({summary.retries:,} retries) in {summary.elapsed:.1f}s -> {store} "
         f"(run {summary.run_id}, {summary.status})",
@@ -642,15 +597,15 @@ def check(
 
     Exit code 0 when every label passes, 1 when any fails, 2 on a usage or data error.
     """
+    from calibrate import workflow
     from calibrate.check import COLUMNS, check_thresholds
-    from calibrate.export import read_thresholds_file
     from calibrate.store import ScoreStore
+    from calibrate.thresholds_file import read_thresholds_file
 
     try:
         tf = read_thresholds_file(thresholds_file)
-        if not store.exists():
-            raise CalibrateError(f"no score store at {store}.")
-        with ScoreStore(store, read_only=True) as st:
+        with ScoreStore(workflow.existing_store(store, hint="score the candidate first"),
+                        read_only=True) as st:
             report = check_thresholds(
                 tf, st, model_version=model_version, detector=detector,
                 deployed_version=deployed_version, split=split,
@@ -663,7 +618,7 @@ def check(
     except CalibrateError as exc:
         _fail(exc)
     if output_format is CheckFormat.json:
-        out.print_json(json.dumps(_jsonable(report.to_dict())))
+        out.print_json(dumps_json(report.to_dict()))
     elif output_format is CheckFormat.markdown:
         out.print(report.to_markdown(), markup=False, highlight=False)
     else:
@@ -724,19 +679,12 @@ def report(
     samples needed; score histograms, error rates with confidence bands, expected cost and
     DET curves; model versions compared; and where the data came from.
     """
+    from calibrate import workflow
     from calibrate.report import write_report
-    from calibrate.thresholds import PolicySet, load_policy_file
 
     try:
-        if not store.exists():
-            raise CalibrateError(f"no score store at {store}; fill one with 'calibrate score'.")
-        if policy is not None:
-            policies = load_policy_file(policy)
-        else:
-            policies = PolicySet(
-                {"cost_false_accept": 1, "cost_false_reject": 1},
-                source="equal costs, no limits (no --policy given)",
-            )
+        workflow.existing_store(store)
+        policies = workflow.policies_from(policy)
         result = write_report(
             store, policies, out_dir, detector=detector, model_versions=model_version,
             split=split, title=title,

@@ -8,6 +8,8 @@ numpy/scikit-learn conventions keeps working.
 
 from __future__ import annotations
 
+__all__ = ["CalibrateError", "CalibrateWarning", "InputError", "NoRankingInformationWarning"]
+
 
 class CalibrateError(Exception):
     """Base class of every error ``calibrate`` raises on purpose."""

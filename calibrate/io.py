@@ -19,13 +19,16 @@ __all__ = ["atomic_write_text", "dumps_json", "from_jsonable", "jsonable"]
 
 
 def jsonable(value):
-    """``value`` with every infinite float replaced by ``"inf"`` / ``"-inf"``.
+    """``value`` with every infinite float replaced by ``"inf"`` / ``"-inf"`` (and NaN,
+    which no file of calibrate's means as a number, by ``None``).
 
     Dicts, lists and tuples are converted recursively (tuples become lists); everything
     else is returned unchanged.
     """
     if isinstance(value, float) and math.isinf(value):
         return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and math.isnan(value):
+        return None  # "not computed" (e.g. a p-value of nothing): JSON's null
     if isinstance(value, dict):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

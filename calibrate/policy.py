@@ -389,7 +389,7 @@ class PolicySet:
         return ("defaults",)
 
     def validate(self, locator=None) -> PolicySet:
-        """Check every label's policy and the defaults; returns ``self``.
+        """Check every key, every label's policy and the defaults; returns ``self``.
 
         Parameters
         ----------
@@ -400,6 +400,10 @@ class PolicySet:
         ------
         PolicyError or TomlKeyError
         """
+        return self.check_keys(locator).check_values(locator)
+
+    def check_keys(self, locator=None) -> PolicySet:
+        """Refuse keys that are not :class:`Policy` fields (typos); returns ``self``."""
         known = {f.name for f in fields(Policy)}
         tables = [(("defaults",), self.defaults)] + [
             (("labels", k), v) for k, v in self.labels.items()
@@ -409,6 +413,11 @@ class PolicySet:
                 if key not in known:
                     self._raise(locator, path + (key,), PolicyError(
                         f"unknown policy key; allowed keys are {', '.join(sorted(known))}.", key))
+        return self
+
+    def check_values(self, locator=None) -> PolicySet:
+        """Build every label's policy (and the defaults', when complete), so a bad or
+        missing value is reported at the key it comes from; returns ``self``."""
         checks = [(label, {**self.defaults, **tbl}) for label, tbl in self.labels.items()]
         if "cost_false_accept" in self.defaults and "cost_false_reject" in self.defaults:
             checks.append((None, dict(self.defaults)))

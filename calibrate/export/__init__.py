@@ -1,12 +1,22 @@
 """Exporters: thresholds as config a deployment reads, one module per target.
 
-* :mod:`calibrate.export.thresholds_file` - calibrate's own provenance-stamped file, the
-  input of every other exporter and of ``calibrate check``.
+* :mod:`calibrate.thresholds_file` - calibrate's own provenance-stamped file, the input
+  of every other exporter and of ``calibrate check``.
 * :mod:`calibrate.export.viam` - ``label_confidences`` for a Viam ML-model vision service.
 * :mod:`calibrate.export.rekognition` - per-label ``MinConfidence`` maps (0-100).
 * :mod:`calibrate.export.alibaba_imm` - per-label/attribute threshold maps (0-1).
 """
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from calibrate.errors import InputError
+from calibrate.export import viam
+from calibrate.export.alibaba_imm import threshold_map
+from calibrate.export.rekognition import min_confidence_map
+from calibrate.io import atomic_write_text
 from calibrate.thresholds_file import (
     ThresholdEntry,
     ThresholdsFile,
@@ -16,6 +26,7 @@ from calibrate.thresholds_file import (
 )
 
 __all__ = [
+    "EXPORTERS",
     "TARGETS",
     "ExportResult",
     "ThresholdEntry",
@@ -26,7 +37,61 @@ __all__ = [
     "write_thresholds_file",
 ]
 
-TARGETS = ("thresholds", "viam", "rekognition", "alibaba-imm")
+def _thresholds(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    if options:
+        raise InputError(f"the thresholds export takes no options, got {', '.join(options)}.")
+    if detector or model_version:
+        tf = ThresholdsFile(tuple(tf.select(detector, model_version)), tf.created_at,
+                            tf.tool_version, tf.source)
+    return ExportResult(write_thresholds_file(tf, path), [])
+
+
+def _viam(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    entries = viam._one_version(tf, detector, model_version)
+    emitted = None
+    if store is not None:
+        emitted = store.labels(entries[0].detector, entries[0].model_version)
+    machine_config = options.pop("machine_config", None)
+    service = options.pop("service", "vision")
+    mlmodel_name = options.pop("mlmodel_name", None)
+    dry_run = bool(options.pop("dry_run", False))
+    exp = viam.label_confidences(
+        tf, detector=entries[0].detector, model_version=entries[0].model_version,
+        emitted_labels=emitted, **options,
+    )
+    if machine_config is not None:
+        diff = viam.merge_into_machine_config(machine_config, service, exp, dry_run=dry_run)
+        return ExportResult(Path(machine_config), exp.warnings, diff, dry_run)
+    fragment = viam.service_fragment(exp, name=service, mlmodel_name=mlmodel_name)
+    return _write_json(path, "viam", fragment, exp.warnings)
+
+
+def _rekognition(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    data = min_confidence_map(tf, detector=detector, model_version=model_version, **options)
+    return _write_json(path, "rekognition", data, data["notes"])
+
+
+def _alibaba_imm(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    data = threshold_map(tf, detector=detector, model_version=model_version, **options)
+    return _write_json(path, "alibaba-imm", data, data["notes"])
+
+
+def _write_json(path, target: str, data, notes) -> ExportResult:
+    if path is None:
+        raise InputError(f"export --to {target} needs an output file.")
+    atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
+    return ExportResult(Path(path), notes)
+
+
+#: Every export target and the function that writes it: the one place to add a target.
+EXPORTERS = {
+    "thresholds": _thresholds,
+    "viam": _viam,
+    "rekognition": _rekognition,
+    "alibaba-imm": _alibaba_imm,
+}
+
+TARGETS = tuple(EXPORTERS)
 
 
 def export_to(target: str, tf: ThresholdsFile, path, *, store=None, detector=None,
@@ -55,53 +120,10 @@ def export_to(target: str, tf: ThresholdsFile, path, *, store=None, detector=Non
     ExportResult
         The written path, warnings, and for a Viam merge the diff.
     """
-    import json
-    from pathlib import Path
-
-    from calibrate.errors import InputError
-    from calibrate.io import atomic_write_text
-
-    if target not in TARGETS:
+    if target not in EXPORTERS:
         raise InputError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}.")
-    if target == "thresholds":
-        if detector or model_version:
-            tf = ThresholdsFile(tuple(tf.select(detector, model_version)), tf.created_at,
-                                tf.tool_version, tf.source)
-        return ExportResult(write_thresholds_file(tf, path), [])
-    if target == "viam":
-        from calibrate.export import viam
-
-        entries = viam._one_version(tf, detector, model_version)
-        emitted = None
-        if store is not None:
-            emitted = store.labels(entries[0].detector, entries[0].model_version)
-        machine_config = options.pop("machine_config", None)
-        service = options.pop("service", "vision")
-        mlmodel_name = options.pop("mlmodel_name", None)
-        dry_run = bool(options.pop("dry_run", False))
-        exp = viam.label_confidences(
-            tf, detector=entries[0].detector, model_version=entries[0].model_version,
-            emitted_labels=emitted, **options,
-        )
-        if machine_config is not None:
-            diff = viam.merge_into_machine_config(machine_config, service, exp, dry_run=dry_run)
-            return ExportResult(Path(machine_config), exp.warnings, diff, dry_run)
-        fragment = viam.service_fragment(exp, name=service, mlmodel_name=mlmodel_name)
-        text, notes = json.dumps(fragment, indent=2) + "\n", exp.warnings
-    elif target == "rekognition":
-        from calibrate.export.rekognition import min_confidence_map
-
-        data = min_confidence_map(tf, detector=detector, model_version=model_version, **options)
-        text, notes = json.dumps(data, indent=2) + "\n", data["notes"]
-    else:
-        from calibrate.export.alibaba_imm import threshold_map
-
-        data = threshold_map(tf, detector=detector, model_version=model_version, **options)
-        text, notes = json.dumps(data, indent=2) + "\n", data["notes"]
-    if path is None:
-        raise InputError(f"export --to {target} needs an output file.")
-    atomic_write_text(Path(path), text)
-    return ExportResult(Path(path), notes)
+    return EXPORTERS[target](tf, path, store=store, detector=detector,
+                             model_version=model_version, **options)
 
 
 class ExportResult:

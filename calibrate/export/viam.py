@@ -33,7 +33,13 @@ from calibrate.export.rounding import target_values
 from calibrate.io import atomic_write_text
 from calibrate.thresholds_file import ThresholdsFile
 
-__all__ = ["ViamExport", "label_confidences", "merge_into_machine_config", "service_fragment"]
+__all__ = [
+    "ViamExport",
+    "label_confidences",
+    "merge_into_machine_config",
+    "service_fragment",
+    "warn_all",
+]
 
 VISION_API = "rdk:service:vision"
 

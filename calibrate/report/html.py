@@ -26,17 +26,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from calibrate.curves import CountTable, error_curve
 from calibrate.errors import InputError
+from calibrate.io import atomic_write_text
+from calibrate.policy import PolicySet, by_action, error_names
 from calibrate.report import figures as F
+from calibrate.store import ScoreStore
 from calibrate.thresholds import (
     LabelThreshold,
-    PolicySet,
     choose_thresholds_from_store,
     evaluate_threshold,
     format_rate,
     format_threshold,
 )
+from calibrate.version import __version__
 
 __all__ = ["ReportResult", "build_report", "write_report"]
 
@@ -133,24 +135,21 @@ class _FigureTask:
     title: str | None
     caption: str
     short: str
-    tables: dict[str, CountTable]
-    policy: Any
+    results: dict[str, LabelThreshold]  # model version -> the analysis to draw
     label: str
     detector: str
-    floors: dict[str, float | None]
     overlay: bool
 
 
 def _draw(task: _FigureTask):
+    """Draw what was computed: no query, no curve, no choice happens here."""
     ax = F.new_axes()
     if task.overlay:
-        F.overlay_versions(task.tables, kind=task.kind, policy=task.policy, label=task.label,
-                           detector=task.detector, detection_floors=task.floors, ax=ax)
+        F.overlay_results(task.results, kind=task.kind, label=task.label,
+                          detector=task.detector, ax=ax)
     else:
-        (ver, table), = task.tables.items()
-        F._KINDS[task.kind].from_count_table(
-            table, policy=task.policy, label=task.label, detection_floor=task.floors[ver], ax=ax
-        )
+        (result,) = task.results.values()
+        F._KINDS[task.kind].from_result(result, ax=ax)
     if task.title:
         ax.set_title(task.title, fontsize="medium")
     return ax.figure
@@ -216,7 +215,7 @@ def _remove_stale(directory: Path, written: list[Path]) -> None:
             p.unlink()
 
 
-def _label_tasks(table: CountTable, lt: LabelThreshold, policy, floor) -> list[_FigureTask]:
+def _label_tasks(lt: LabelThreshold) -> list[_FigureTask]:
     """The four figures of one (detector, version, label)."""
     who = f"{lt.detector} {lt.model_version}"
     tasks = []
@@ -226,22 +225,21 @@ def _label_tasks(table: CountTable, lt: LabelThreshold, policy, floor) -> list[_
             kind=kind, key=F.figure_key(lt.label, lt.detector, lt.model_version, kind),
             title=f"{F._plain(lt.label)} · {F._plain(who)}: {short}",
             caption=f"{caption} ({lt.label}, {who}).", short=short,
-            tables={lt.model_version: table}, policy=policy, label=lt.label,
-            detector=lt.detector, floors={lt.model_version: floor}, overlay=False,
+            results={lt.model_version: lt}, label=lt.label, detector=lt.detector,
+            overlay=False,
         ))
     return tasks
 
 
-def _comparison_tasks(detector, label, tables, policy, floors) -> list[_FigureTask]:
-    versions = ", ".join(tables)
+def _comparison_tasks(detector, label, results: dict[str, LabelThreshold]) -> list[_FigureTask]:
+    versions = ", ".join(results)
     tasks = []
     for kind in F._KINDS:
         short, caption = _KIND_TITLES[kind]
         tasks.append(_FigureTask(
             kind=kind, key=F.figure_key(label, detector, "versions", kind), title=None,
             caption=f"{caption}: {versions} overlaid ({label}, {detector}).", short=short,
-            tables=dict(tables), policy=policy, label=label, detector=detector,
-            floors=dict(floors), overlay=True,
+            results=dict(results), label=label, detector=detector, overlay=True,
         ))
     return tasks
 
@@ -252,16 +250,14 @@ def _comparison_tasks(detector, label, tables, policy, floors) -> list[_FigureTa
 
 
 def _error_rows(choice) -> list[dict[str, Any]]:
-    fa_name, fr_name = F.error_names(choice.action)
-    reject = choice.action == "reject"
+    fa_name, fr_name = error_names(choice.action)
+    n_fa, n_fr = by_action(choice.action, choice.n_positive, choice.n_negative)
     checks = {c.error: c for c in choice.limit_checks}
     rows = []
     for key, name, k, n, rate, upper in (
-        ("false_accept", fa_name, choice.false_accepts,
-         choice.n_positive if reject else choice.n_negative,
+        ("false_accept", fa_name, choice.false_accepts, n_fa,
          choice.false_accept_rate, choice.false_accept_rate_upper),
-        ("false_reject", fr_name, choice.false_rejects,
-         choice.n_negative if reject else choice.n_positive,
+        ("false_reject", fr_name, choice.false_rejects, n_fr,
          choice.false_reject_rate, choice.false_reject_rate_upper),
     ):
         check = checks.get(key)
@@ -424,94 +420,14 @@ def build_report(
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    if results is None:
-        results = []
-        for det, ver in keys:
-            results += choose_thresholds_from_store(
-                store, policies, detector=det, model_version=ver, split=split, dataset=dataset
-            )
-    keyset = set(keys)
-    results = [r for r in results if (r.detector, r.model_version) in keyset]
-    if not results:
-        raise InputError(
-            f"the store {store.path} has no labels to report for "
-            f"{', '.join(f'{d} {v}' for d, v in keys)}"
-            + (f" in split {split!r}" if split else "") + "."
-        )
-    order = {k: i for i, k in enumerate(keys)}
-    results = sorted(
-        results, key=lambda r: (r.label, r.detector, order[(r.detector, r.model_version)])
-    )
-    many_detectors = len({d for d, _ in keys}) > 1
-
-    tasks: list[_FigureTask] = []
-    slots: list[tuple[list, int, int]] = []  # (list to fill, first task, count)
-    floors = {k: F.recorded_detection_floor(store, *k) for k in keys}
-    sections: dict[tuple[str, str], dict[str, Any]] = {}
-    summary_rows = []
-    notes = []
-    for r in results:
-        anchor = "label-" + F.figure_key(r.label, r.detector)
-        sec = sections.setdefault((r.detector, r.label), dict(
-            label=r.label + (f" ({r.detector})" if many_detectors else ""),
-            anchor=anchor, versions=[], tables={}, choices={}, comparison=None,
-        ))
-        policy = policies.for_label(r.label)
-        v: dict[str, Any] = dict(
-            detector=r.detector, model_version=r.model_version, choice=r.choice,
-            problem=r.problem, n_failed=r.n_failed, figures=[],
-            anchor=anchor + "--" + F.figure_key(r.model_version),
-            detection_floor=floors[(r.detector, r.model_version)],
-        )
-        row = dict(label=r.label, detector=r.detector, model_version=r.model_version,
-                   anchor=v["anchor"], choice=r.choice, problem=r.problem)
-        if r.choice is not None:
-            c = r.choice
-            table = store.count_table(r.detector, r.model_version, r.label, split=split,
-                                      dataset=dataset)
-            sec["tables"][r.model_version] = table
-            sec["choices"][r.model_version] = c
-            v.update(
-                threshold_exact=format_threshold(c.threshold),
-                errors=_error_rows(c),
-                policy_items=[(k, val) for k, val in c.policy.to_dict().items() if val is not None],
-                figures=[],
-            )
-            new = _label_tasks(table, r, policy, v["detection_floor"])
-            slots.append((v["figures"], len(tasks), len(new)))
-            tasks += new
-            row.update(threshold_text=format_threshold(c.threshold),
-                       threshold_exact=format_threshold(c.threshold))
-            if c.status != "ok":
-                notes.append(dict(label=r.label, version=f"{r.detector} {r.model_version}",
-                                  text=c.explanation))
-        else:
-            notes.append(dict(label=r.label, version=f"{r.detector} {r.model_version}",
-                              text=f"cannot calibrate: {r.problem}"))
-        sec["versions"].append(v)
-        summary_rows.append(row)
-
+    results = _results_for(store, policies, keys, split, dataset, results)
+    sections, summary_rows, notes, tasks, slots = _label_sections(results, keys)
     for (det, label), sec in sections.items():
-        tables = sec.pop("tables")
-        choices = sec.pop("choices")
-        if len(tables) < 2:
+        versions = sec.pop("results")
+        if len(versions) < 2:
             continue
-        policy = policies.for_label(label)
-        curves = {ver: error_curve(t) for ver, t in tables.items()}
-        crossover = []
-        for a in tables:
-            for b in tables:
-                if a == b:
-                    continue
-                ch = evaluate_threshold(curves[b], choices[a].threshold, policy)
-                crossover.append(dict(
-                    source=f"{det} {a}", target=f"{det} {b}", choice=ch,
-                    threshold_text=format_threshold(choices[a].threshold),
-                    own_cost=choices[b].expected_cost,
-                ))
-        sec["comparison"] = dict(crossover=crossover, figures=[])
-        new = _comparison_tasks(det, label, tables, policy,
-                                {ver: floors[(det, ver)] for ver in tables})
+        sec["comparison"] = dict(crossover=_crossover(det, versions), figures=[])
+        new = _comparison_tasks(det, label, versions)
         slots.append((sec["comparison"]["figures"], len(tasks), len(new)))
         tasks += new
 
@@ -521,7 +437,6 @@ def build_report(
     written = [p for f in rendered for p in f["paths"]]
     _remove_stale(fig_dir, written)
 
-    prov = _provenance(store, keyset, dataset, results)
     context = dict(
         title=title or f"Calibration report: {store.path.stem}",
         store_path=str(store.path),
@@ -536,7 +451,7 @@ def build_report(
         notes=notes,
         outputs=[(w, str(p)) for w, p in outputs],
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],
-        **prov,
+        **_provenance(store, set(keys), dataset, results),
     )
     html_env, md_env = _environments()
     html_path = out / "index.html"
@@ -544,6 +459,96 @@ def build_report(
     atomic_write_text(html_path, html_env.get_template("report.html.j2").render(**context))
     atomic_write_text(md_path, md_env.get_template("summary.md.j2").render(**context))
     return ReportResult(html_path, md_path, written, results)
+
+
+def _results_for(store, policies, keys, split, dataset, results) -> list[LabelThreshold]:
+    """The analyses to show, in report order: the given ones (already computed on the
+    same data, so the report shows exactly what was exported), else computed now, once.
+    """
+    if results is None:
+        results = []
+        for det, ver in keys:
+            results += choose_thresholds_from_store(
+                store, policies, detector=det, model_version=ver, split=split, dataset=dataset
+            )
+    keyset = set(keys)
+    results = [r for r in results if (r.detector, r.model_version) in keyset]
+    if not results:
+        raise InputError(
+            f"the store {store.path} has no labels to report for "
+            f"{', '.join(f'{d} {v}' for d, v in keys)}"
+            + (f" in split {split!r}" if split else "") + "."
+        )
+    missing = [r for r in results if r.choice is not None and r.curve is None]
+    if missing:
+        raise InputError(
+            f"{missing[0].label} ({missing[0].detector} {missing[0].model_version}): the "
+            "result carries no curve; pass results of choose_thresholds_from_store."
+        )
+    order = {k: i for i, k in enumerate(keys)}
+    return sorted(results,
+                  key=lambda r: (r.label, r.detector, order[(r.detector, r.model_version)]))
+
+
+def _label_sections(results: list[LabelThreshold], keys):
+    """Per (detector, label) section, summary rows, notes, and the figures to draw."""
+    many_detectors = len({d for d, _ in keys}) > 1
+    tasks: list[_FigureTask] = []
+    slots: list[tuple[list, int, int]] = []  # (list to fill, first task, count)
+    sections: dict[tuple[str, str], dict[str, Any]] = {}
+    summary_rows, notes = [], []
+    for r in results:
+        anchor = "label-" + F.figure_key(r.label, r.detector)
+        sec = sections.setdefault((r.detector, r.label), dict(
+            label=r.label + (f" ({r.detector})" if many_detectors else ""),
+            anchor=anchor, versions=[], results={}, comparison=None,
+        ))
+        v: dict[str, Any] = dict(
+            detector=r.detector, model_version=r.model_version, choice=r.choice,
+            problem=r.problem, n_failed=r.n_failed, figures=[],
+            anchor=anchor + "--" + F.figure_key(r.model_version),
+            detection_floor=r.detection_floor,
+        )
+        row = dict(label=r.label, detector=r.detector, model_version=r.model_version,
+                   anchor=v["anchor"], choice=r.choice, problem=r.problem)
+        who = f"{r.detector} {r.model_version}"
+        if r.choice is not None:
+            c = r.choice
+            sec["results"][r.model_version] = r
+            v.update(
+                threshold_exact=format_threshold(c.threshold),
+                errors=_error_rows(c),
+                policy_items=[(k, val) for k, val in c.policy.to_dict().items() if val is not None],
+            )
+            new = _label_tasks(r)
+            slots.append((v["figures"], len(tasks), len(new)))
+            tasks += new
+            row.update(threshold_text=format_threshold(c.threshold),
+                       threshold_exact=format_threshold(c.threshold))
+            if c.status != "ok":
+                notes.append(dict(label=r.label, version=who, text=c.explanation))
+        else:
+            notes.append(dict(label=r.label, version=who, text=f"cannot calibrate: {r.problem}"))
+        sec["versions"].append(v)
+        summary_rows.append(row)
+    return sections, summary_rows, notes, tasks, slots
+
+
+def _crossover(det: str, versions: dict[str, LabelThreshold]) -> list[dict[str, Any]]:
+    """Each version's chosen threshold evaluated on every other version's curve: what
+    deploying the old cutoff on the new model would do (evaluated, not chosen again)."""
+    rows = []
+    for a, ra in versions.items():
+        for b, rb in versions.items():
+            if a == b:
+                continue
+            ch = evaluate_threshold(rb.curve, ra.choice.threshold, rb.choice.policy)
+            rows.append(dict(
+                source=f"{det} {a}", target=f"{det} {b}", choice=ch,
+                threshold_text=format_threshold(ra.choice.threshold),
+                own_cost=rb.choice.expected_cost,
+            ))
+    return rows
 
 
 def write_report(
@@ -604,8 +609,6 @@ def write_report(
     >>> result.html_path                                               # doctest: +SKIP
     PosixPath('reports/parts/index.html')
     """
-    from calibrate.store import ScoreStore
-
     if isinstance(store_path_or_store, ScoreStore):
         store, owned = store_path_or_store, False
     else:
