@@ -360,11 +360,16 @@ class PolicySet:
         Per-label keys; they win over ``defaults``.
     source : str
         Where the set came from, for error messages.
+    locator : calibrate.tomlfile.KeyLocator, optional
+        When the set was read from a TOML file: finds the line of a key, so a bad value
+        found only when a label's policy is built still names the file and line.
     """
 
     defaults: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "policy"
+    locator: Any = field(default=None, repr=False, compare=False)
+    overridden: frozenset = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def default(cls) -> PolicySet:
@@ -373,13 +378,31 @@ class PolicySet:
 
     def with_defaults(self, overrides: dict[str, Any]) -> PolicySet:
         """A copy whose defaults are updated with ``overrides`` (None values ignored)."""
-        merged = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
-        return PolicySet(merged, self.labels, self.source)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return PolicySet({**self.defaults, **given}, self.labels, self.source, self.locator,
+                         self.overridden | set(given))
 
     def for_label(self, label: str) -> Policy:
-        """The policy of ``label``: defaults, then the label's own table."""
+        """The policy of ``label``: defaults, then the label's own table.
+
+        Raises
+        ------
+        PolicyError
+            Naming the source, the table and (read from a file) the line of the key.
+        """
         where = self.source if label not in self.labels else f"{self.source} [labels.{label}]"
-        return Policy.from_mapping({**self.defaults, **self.labels.get(label, {})}, where=where)
+        try:
+            return Policy.from_mapping({**self.defaults, **self.labels.get(label, {})},
+                                       where=where)
+        except PolicyError as exc:
+            line = None
+            from_file = exc.key is not None and (
+                exc.key in self.labels.get(label, {}) or exc.key not in self.overridden)
+            if self.locator is not None and from_file:
+                line = self.locator.line(self.origin(label, exc.key) + (exc.key,))
+            if line is None:
+                raise
+            raise PolicyError(f"{exc} (line {line} of {self.source})", exc.key) from None
 
     def origin(self, label: str | None, key: str) -> tuple[str, ...]:
         """The table a label's value of ``key`` comes from: ``("labels", label)`` when the
@@ -501,4 +524,4 @@ def load_policy_file(path) -> PolicySet:
                 f"{', '.join(sorted(known))}.",
                 path=p, line=line, key=".".join(map(str, path + (bad[0],))),
             )
-    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p))
+    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p), loc)
