@@ -1,6 +1,8 @@
 """The ``calibrate`` command line: a thin layer over the Python API.
 
-No statistics happen here: commands parse arguments, call the library, and print.
+No statistics happen here: commands parse arguments, call :mod:`calibrate.workflow` (or
+one library function), and render what it returns. Each command imports what it needs
+when it runs, so ``calibrate --help`` does not load DuckDB, matplotlib or cloud SDKs.
 Exit codes: 0 success, 2 bad input or usage (the message says what to fix).
 """
 
@@ -613,7 +615,6 @@ def check(
             )
         if junit is not None:
             from calibrate.io import atomic_write_text
-
             atomic_write_text(junit, report.to_junit_xml())
     except CalibrateError as exc:
         _fail(exc)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from calibrate.errors import InputError
+
 __all__ = ["ExportedValue", "TargetValues", "decision_safe", "shortest_safe", "target_values"]
 
 
@@ -135,8 +137,6 @@ def target_values(
     InputError
         A label listed twice (several versions mixed) or a threshold off the scale.
     """
-    from calibrate.errors import InputError
-
     out = TargetValues({}, [], [])
     for e in entries:
         if e.label in out.values or e.label in out.never_fire:

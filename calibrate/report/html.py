@@ -414,9 +414,6 @@ def build_report(
     -------
     ReportResult
     """
-    from calibrate.version import __version__
-    from calibrate.io import atomic_write_text
-
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
