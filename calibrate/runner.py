@@ -8,23 +8,24 @@ flight and the last unflushed batch; re-running the same command finds the unfin
 run of the same (detector, model version, dataset fingerprint), skips what is done and
 scores the rest, so no image is ever recorded twice.
 
-Retries are scheduled by the main thread (a heap of ready times), not slept in workers,
-so the rate limit covers every call, retries included, and thread and process pools
-behave the same.
+A run is three steps: resume (:func:`resume_point`, shared with :func:`plan_run`: which
+images the matching run already finished), schedule (:class:`calibrate.scheduler.Scheduler`
+calls the detector in a thread or process pool, with the rate limit, retries, timeouts
+and the call budget) and finish (commit the rest, close the run with its status).
 """
 
 from __future__ import annotations
 
-import heapq
+import functools
 import math
-import random
-import signal
-import time
-from collections import deque
+import os
 import queue
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calibrate.detectors.base import (
     Detection,
@@ -35,8 +36,16 @@ from calibrate.detectors.base import (
     RetryableError,
 )
 from calibrate.errors import CalibrateError, InputError
+from calibrate.scheduler import FuturesPool, Scheduler, SchedulerConfig, Tally
 
-__all__ = ["RunOptions", "RunPlan", "RunSummary", "plan_run", "score_dataset"]
+if TYPE_CHECKING:
+    from calibrate.store import RunInfo
+
+__all__ = ["ResumePoint", "RunOptions", "RunPlan", "RunSummary", "plan_run", "resume_point", "score_dataset"]
+
+#: Failure kinds a resumed run tries again (the store's default, named here so that the
+#: lookup and the reopening cannot disagree).
+_RETRIED_ON_RESUME = ("retryable",)
 
 
 @dataclass(frozen=True)
@@ -142,33 +151,23 @@ class RunSummary:
     failures_by_kind: dict[str, int] = field(default_factory=dict)
 
 
-class _RateLimiter:
-    """Token bucket: at most ``rate`` starts per second on average, with bursts of at
-    most ``burst`` (never more than one second's worth), so that calls finishing
-    together can be replaced together instead of one interval apart."""
+@dataclass(frozen=True)
+class RunPlan:
+    """What :func:`score_dataset` would do, without calling the detector.
 
-    def __init__(self, rate: float | None, burst: int = 1):
-        self.rate = rate
-        self.capacity = float(max(1, min(burst, int(rate)))) if rate else 0.0
-        # Start with one token, not a full bucket: no burst before the rate is earned.
-        self.tokens = min(1.0, self.capacity)
-        self.stamp = time.monotonic()
+    Attributes
+    ----------
+    run_id : str or None
+        The run it would resume, or None for a new run.
+    to_score : int
+        Images not yet scored by this model version on this data: the calls it would
+        make, retries aside (and at most ``max_calls``).
+    already_done : int
+    """
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def delay(self) -> float:
-        if not self.rate:
-            return 0.0
-        self._refill()
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
-
-    def take(self) -> None:
-        if self.rate:
-            self._refill()
-            self.tokens -= 1.0
+    run_id: str | None
+    to_score: int
+    already_done: int
 
 
 class _Writer:
@@ -176,8 +175,6 @@ class _Writer:
     stops the main thread from handing out work."""
 
     def __init__(self, store, run_id: str):
-        import threading
-
         self.store, self.run_id = store, run_id
         self.queue: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
@@ -265,48 +262,62 @@ def _check_detection(detection) -> str | None:
     return None
 
 
-def _progress(enabled: bool, total: int, description: str):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.speed:>6.1f} img/s" if False else "[progress.percentage]{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[failed]}"),
-        disable=not enabled,
-        transient=False,
-    )
+# -- resume ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class RunPlan:
-    """What :func:`score_dataset` would do, without calling the detector.
+class ResumePoint:
+    """Where the matching run of a detector version on a dataset stands in the store.
 
     Attributes
     ----------
-    run_id : str or None
-        The run it would resume, or None for a new run.
-    to_score : int
-        Images not yet scored by this model version on this data: the calls it would
-        make, retries aside (and at most ``max_calls``).
-    already_done : int
+    fingerprint : str
+        The dataset's content fingerprint the lookup matched on (it reads every image
+        record, so it is computed once).
+    run : calibrate.store.RunInfo or None
+        The run a new call continues: the latest of this detector and model version on
+        this dataset name and content. None when there is none (or when forced).
+    done : frozenset of str
+        Ids of the dataset's images (manifest problems included) that run finished for
+        good: scored, or failed permanently. They are never called again.
+    retryable : frozenset of str
+        Ids the run gave up on for transient reasons (throttling, timeouts): not done;
+        a resumed run calls them again.
     """
 
-    run_id: str | None
-    to_score: int
-    already_done: int
+    fingerprint: str
+    run: RunInfo | None
+    done: frozenset[str]
+    retryable: frozenset[str]
+
+
+def resume_point(dataset, detector: Detector, store, *, force: bool = False) -> ResumePoint:
+    """Find the run a call of :func:`score_dataset` would continue, and what it finished.
+
+    Reads the store only.
+
+    Parameters
+    ----------
+    dataset : calibrate.manifest.LabeledSet
+    detector : Detector
+    store : calibrate.store.ScoreStore
+    force : bool, default False
+        Ignore earlier runs: everything is to be scored again.
+
+    Returns
+    -------
+    ResumePoint
+    """
+    fingerprint = dataset.fingerprint
+    run = None if force else store.find_run(
+        detector.name, detector.model_version, fingerprint, dataset.name
+    )
+    if run is None:
+        return ResumePoint(fingerprint, None, frozenset(), frozenset())
+    known = {img.image_id for img in dataset.images} | {p.image_id for p in dataset.problems}
+    retryable = frozenset(store.failed_image_ids(run.run_id, kinds=_RETRIED_ON_RESUME) & known)
+    done = frozenset(store.done_image_ids(run.run_id) & known) - retryable
+    return ResumePoint(fingerprint, run, done, retryable)
 
 
 def plan_run(dataset, detector: Detector, store, options: RunOptions | None = None) -> RunPlan:
@@ -314,19 +325,94 @@ def plan_run(dataset, detector: Detector, store, options: RunOptions | None = No
 
     Reads the store only; images already scored (or permanently failed) by the same
     detector and model version on the same data are never paid for twice.
+
+    Parameters
+    ----------
+    dataset : calibrate.manifest.LabeledSet
+    detector : Detector
+    store : calibrate.store.ScoreStore
+    options : RunOptions, optional
+
+    Returns
+    -------
+    RunPlan
     """
     opts = options or RunOptions()
-    run = None if opts.force else store.find_run(
-        detector.name, detector.model_version, dataset.fingerprint, dataset.name
-    )
-    done = store.done_image_ids(run.run_id) if run is not None else set()
-    if run is not None:
-        done -= store.failed_image_ids(run.run_id)  # retried on resume
-    todo = sum(1 for img in dataset.images if img.image_id not in done)
+    point = resume_point(dataset, detector, store, force=opts.force)
+    todo = sum(1 for img in dataset.images if img.image_id not in point.done)
     already = len(dataset.images) - todo
     if opts.max_calls is not None:
         todo = min(todo, opts.max_calls)
-    return RunPlan(run.run_id if run else None, todo, already)
+    return RunPlan(point.run.run_id if point.run else None, todo, already)
+
+
+@dataclass
+class _Start:
+    """A run opened for scoring: what is left and what was recorded on the way in."""
+
+    run_id: str
+    resumed: RunInfo | None
+    todo: list
+    recorded_problems: int
+    summary: RunSummary
+
+
+def _open_run(dataset, detector: Detector, store, opts: RunOptions) -> _Start:
+    """Register the images, continue the matching run (or begin one) and record the
+    images the manifest could not load."""
+    # Images the manifest reader could not load are registered too, so their failures
+    # are kept with their ground truth instead of vanishing.
+    store.add_images(
+        dataset.name, [*dataset.images, *(p.image for p in dataset.problems if p.image)]
+    )
+    point = resume_point(dataset, detector, store, force=opts.force)
+    if point.run is None:
+        run_id = store.begin_run(
+            detector=detector.name,
+            model_version=detector.model_version,
+            dataset=dataset.name,
+            dataset_fingerprint=point.fingerprint,
+            settings=dict(detector.settings()),
+            labels=list(detector.labels) if detector.labels else None,
+            detection_floor=detector.detection_floor,
+        )
+    else:
+        run_id = point.run.run_id
+        # Images the run gave up on for transient reasons get another chance on resume.
+        store.reopen_failed(run_id, kinds=_RETRIED_ON_RESUME)
+    summary = RunSummary(
+        run_id, detector.name, detector.model_version,
+        len(dataset.images) + len(dataset.problems), already_done=len(point.done),
+    )
+    recorded = _record_problems(dataset, store, run_id, point.done, summary)
+    done = point.done | recorded
+    todo = [img for img in dataset.images if img.image_id not in done]
+    return _Start(run_id, point.run, todo, len(recorded), summary)
+
+
+def _record_problems(dataset, store, run_id: str, done: frozenset[str], summary: RunSummary) -> set[str]:
+    """Record the images the manifest could not load as failures of the run, once.
+
+    Returns the ids recorded now.
+    """
+    bad = [
+        (p.image_id, "image", p.message, 0)
+        for p in dataset.problems
+        if p.image_id and p.image_id not in done
+    ]
+    if bad:
+        store.record(run_id, [], bad)
+        summary.failed += len(bad)
+        summary.failures_by_kind["image"] = len(bad)
+    # A problem the reader could not even give an id cannot be stored; count it failed.
+    nameless = sum(1 for p in dataset.problems if not p.image_id)
+    if nameless:
+        summary.failed += nameless
+        summary.failures_by_kind["unrecorded"] = nameless
+    return {b[0] for b in bad}
+
+
+# -- schedule and finish --------------------------------------------------------------
 
 
 def score_dataset(dataset, detector: Detector, store, options: RunOptions | None = None) -> RunSummary:
@@ -356,287 +442,165 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     """
     opts = options or RunOptions()
     t0 = time.monotonic()
-    # Images the manifest reader could not load are registered too, so their failures
-    # are kept with their ground truth instead of vanishing.
-    store.add_images(
-        dataset.name, [*dataset.images, *(p.image for p in dataset.problems if p.image)]
-    )
-    fingerprint = dataset.fingerprint
-    run = None if opts.force else store.find_run(
-        detector.name, detector.model_version, fingerprint, dataset.name
-    )
-    if run is None:
-        run_id = store.begin_run(
-            detector=detector.name,
-            model_version=detector.model_version,
-            dataset=dataset.name,
-            dataset_fingerprint=fingerprint,
-            settings=dict(detector.settings()),
-            labels=list(detector.labels) if detector.labels else None,
-            detection_floor=detector.detection_floor,
-        )
-    else:
-        run_id = run.run_id
-        # Images the run gave up on for transient reasons get another chance on resume.
-        store.reopen_failed(run_id)
-    done = store.done_image_ids(run_id)
-    summary = RunSummary(
-        run_id, detector.name, detector.model_version, len(dataset.images) + len(dataset.problems)
-    )
-    known = {img.image_id for img in dataset.images} | {p.image_id for p in dataset.problems}
-    summary.already_done = len(done & known)
-
-    # Images the manifest could not load are failures of this run, recorded once.
-    bad = [
-        (p.image_id, "image", p.message, 0)
-        for p in dataset.problems
-        if p.image_id and p.image_id not in done
-    ]
-    if bad:
-        store.record(run_id, [], bad)
-        summary.failed += len(bad)
-        summary.failures_by_kind["image"] = len(bad)
-        done |= {b[0] for b in bad}
-    todo = deque(img for img in dataset.images if img.image_id not in done)
-    # A problem the reader could not even give an id cannot be stored; count it failed.
-    nameless = sum(1 for p in dataset.problems if not p.image_id)
-    if nameless:
-        summary.failed += nameless
-        summary.failures_by_kind["unrecorded"] = nameless
-    if not todo:
-        if run is not None and run.status == "finished" and not bad:
-            summary.status = "skipped"
-        else:
-            store.finish_run(run_id, "finished")
-        summary.elapsed = time.monotonic() - t0
-        return summary
-
-    kind = getattr(detector, "kind", "io")
-    concurrency = opts.concurrency or (8 if kind == "io" else _cpu_count())
-    timeout = opts.timeout if opts.timeout is not None else (120.0 if kind == "io" else None)
-    if kind == "cpu" and concurrency > 1:
-        workers = concurrency
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(detector,))
-        submit = lambda img, stamp: pool.submit(_attempt_in_worker, img)  # noqa: E731
-    else:
-        # Abandoned (timed-out) calls keep their thread, so allow spare threads.
-        workers = concurrency * 2
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="calibrate-detect")
-        submit = lambda img, stamp: pool.submit(_attempt, detector, img, stamp)  # noqa: E731
-
-    limiter = _RateLimiter(opts.rate_limit, burst=concurrency)
-    rng = random.Random()
-    retry_heap: list[tuple[float, int, Any, int]] = []  # (ready_at, seq, image, attempts)
-    # future -> (image, attempt number, [start time once the call really runs])
-    in_flight: dict[Future, tuple[Any, int, list]] = {}
-    hung: set[Future] = set()  # abandoned calls still occupying a worker
-    stuck_since: float | None = None
-    abandoned = 0
-    scored_batch: list[tuple[str, Detection, int]] = []
-    failed_batch: list[tuple[str, str, str, int]] = []
-    last_flush = time.monotonic()
-    unexpected_in_a_row = 0
-    seq = 0
-    fatal: str | None = None
-
-    writer = _Writer(store, run_id)
-    # Workers report completion here, so the main thread wakes on the first finished
-    # call without re-registering a waiter on every future in flight.
-    completed: queue.Queue = queue.Queue()
-
-    def flush() -> None:
-        nonlocal last_flush
-        if scored_batch or failed_batch:
-            writer.put(list(scored_batch), list(failed_batch))
-            scored_batch.clear()
-            failed_batch.clear()
-        last_flush = time.monotonic()
-
-    def fail(image, kind_: str, message: str, attempts: int) -> None:
-        failed_batch.append((image.image_id, kind_, message, attempts))
-        summary.failed += 1
-        summary.failures_by_kind[kind_] = summary.failures_by_kind.get(kind_, 0) + 1
-
-    def retry_or_fail(image, attempts: int, message: str, retry_after: float | None) -> None:
-        nonlocal seq
-        if attempts >= opts.max_attempts:
-            fail(image, "retryable", f"gave up after {attempts} attempts: {message}", attempts)
-            return
-        cap = min(opts.backoff_max, opts.backoff * 2 ** (attempts - 1))
-        delay = max(rng.uniform(0, cap), retry_after or 0.0)
-        seq += 1
-        heapq.heappush(retry_heap, (time.monotonic() + delay, seq, image, attempts))
-        summary.retries += 1
-
-    progress = _progress(opts.progress, len(todo), f"{detector.name} {detector.model_version}")
-    status = "finished"
-    try:
-        with progress:
-            task = progress.add_task(
-                f"{detector.name} {detector.model_version}",
-                total=summary.n_images,
-                completed=summary.already_done + len(bad),
-                rate="",
-                failed="",
-            )
-            while todo or retry_heap or in_flight:
-                # Dispatch while there is room, respecting the rate limit and the budget.
-                while (
-                    len(in_flight) < concurrency
-                    and len(in_flight) + len(hung) < workers
-                    and fatal is None
-                ):
-                    if opts.max_calls is not None and summary.calls >= opts.max_calls:
-                        break
-                    now = time.monotonic()
-                    if retry_heap and retry_heap[0][0] <= now:
-                        _, _, image, attempts = heapq.heappop(retry_heap)
-                    elif todo:
-                        image, attempts = todo.popleft(), 0
-                    else:
-                        break
-                    pause = limiter.delay()
-                    if pause:
-                        time.sleep(pause)
-                    limiter.take()
-                    stamp: list = []
-                    fut = submit(image, stamp)
-                    in_flight[fut] = (image, attempts + 1, stamp)
-                    fut.add_done_callback(completed.put)
-                    summary.calls += 1
-                if not in_flight:
-                    if fatal is not None or (
-                        opts.max_calls is not None and summary.calls >= opts.max_calls
-                    ):
-                        break
-                    if len(hung) >= workers:
-                        # Every worker is held by an abandoned call: wait for one to
-                        # come back, but not for ever.
-                        stuck_since = stuck_since or time.monotonic()
-                        if time.monotonic() - stuck_since > max(60.0, 3 * (timeout or 0)):
-                            fatal = (
-                                f"{len(hung)} calls are still running long after the "
-                                f"{timeout:g} s timeout; the detector or its service is stuck"
-                            )
-                            break
-                        try:
-                            hung.discard(completed.get(timeout=0.5))
-                        except queue.Empty:
-                            pass
-                        flush()
-                        continue
-                    if retry_heap:
-                        time.sleep(max(0.0, min(retry_heap[0][0] - time.monotonic(), opts.flush_every)))
-                        flush()
-                        continue
-                    continue
-                wake = opts.flush_every
-                if retry_heap:
-                    wake = min(wake, max(0.0, retry_heap[0][0] - time.monotonic()))
-                if timeout is not None:
-                    starts = [st[0] for _, _, st in in_flight.values() if st]
-                    if len(starts) < len(in_flight):
-                        wake = min(wake, 0.05)  # a call may start any moment: look again soon
-                    if starts:
-                        wake = min(wake, max(0.0, min(starts) + timeout - time.monotonic()))
-                finished = []
-                try:
-                    finished.append(completed.get(timeout=max(wake, 0.001)))
-                    while True:
-                        finished.append(completed.get_nowait())
-                except queue.Empty:
-                    pass
-                for fut in finished:
-                    if fut not in in_flight:
-                        hung.discard(fut)  # an abandoned call that answered after all
-                        continue
-                    image, attempts, _ = in_flight.pop(fut)
-                    try:
-                        outcome, payload = fut.result()
-                    except Exception as exc:  # noqa: BLE001 - a worker process died, say
-                        outcome, payload = "error", f"{type(exc).__name__}: {exc}"
-                    if outcome == "ok":
-                        scored_batch.append((image.image_id, payload, attempts))
-                        summary.scored += 1
-                        unexpected_in_a_row = 0
-                    elif outcome == "retry":
-                        retry_or_fail(image, attempts, *payload)
-                    elif outcome == "image":
-                        fail(image, "image", payload, attempts)
-                        unexpected_in_a_row = 0
-                    elif outcome == "fatal":
-                        fatal = payload
-                    else:
-                        fail(image, "error", payload, attempts)
-                        unexpected_in_a_row += 1
-                        if unexpected_in_a_row >= opts.give_up_after:
-                            fatal = (
-                                f"{unexpected_in_a_row} images in a row failed with unexpected "
-                                f"errors, the last: {payload}"
-                            )
-                    progress.advance(task)
-                if timeout is not None:
-                    now = time.monotonic()
-                    for fut, (image, attempts, stamp) in list(in_flight.items()):
-                        if not stamp and fut.running():
-                            stamp.append(now)  # process pools: first seen running
-                        if stamp and now - stamp[0] > timeout and not fut.done():
-                            # The call cannot be stopped; it is abandoned and its result
-                            # ignored, and the image goes back to the retry queue.
-                            del in_flight[fut]
-                            hung.add(fut)
-                            abandoned += 1
-                            retry_or_fail(image, attempts, f"no answer within {timeout:g} s", None)
-                            if attempts >= opts.max_attempts:
-                                progress.advance(task)
-                    if len(hung) < workers:
-                        stuck_since = None
-                now = time.monotonic()
-                if now - last_flush >= opts.flush_every or (
-                    len(scored_batch) + len(failed_batch) >= opts.flush_batch
-                ):
-                    # The display and the commits share one cadence: neither is worth
-                    # the main thread's time on every finished call.
-                    rate = summary.calls / max(now - t0, 1e-9)
-                    progress.update(
-                        task,
-                        rate=f"{rate:.1f} calls/s",
-                        failed=f"[red]{summary.failed} failed[/]" if summary.failed else "",
-                    )
-                    flush()
-        flush()
-        if fatal is not None:
-            status = "failed"
-        elif todo or retry_heap:
-            status = "call_budget"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        flush()
-        raise
-    except BaseException:
-        status = "failed"
-        flush()
-        raise
-    finally:
-        # Abandoned calls cannot be interrupted; do not wait for them here.
-        pool.shutdown(wait=status == "finished" and not abandoned, cancel_futures=True)
-        try:
-            writer.close()  # everything finished so far is committed before we return
-        except BaseException:
-            status = "failed"
-            raise
-        finally:
-            _record_censoring(detector, store, run_id)
-            store.finish_run(run_id, {"finished": "finished", "failed": "failed"}.get(status, "interrupted"))
-            summary.status = status
-            summary.elapsed = time.monotonic() - t0
+    start = _open_run(dataset, detector, store, opts)
+    if not start.todo:
+        return _close_without_calls(start, store, t0)
+    fatal = _schedule(start, detector, store, opts, t0)
     if fatal is not None:
         raise FatalDetectorError(
             f"{detector.name} {detector.model_version}: the run stopped: {fatal}. "
-            f"Everything finished so far is stored (run {run_id}); fix the cause and run "
-            "the same command again to resume."
+            f"Everything finished so far is stored (run {start.run_id}); fix the cause "
+            "and run the same command again to resume."
         )
+    return start.summary
+
+
+def _close_without_calls(start: _Start, store, t0: float) -> RunSummary:
+    """Nothing left to call: a finished run stays as it was, anything else is closed."""
+    summary = start.summary
+    if start.resumed is not None and start.resumed.status == "finished" and not start.recorded_problems:
+        summary.status = "skipped"
+    else:
+        store.finish_run(start.run_id, "finished")
+    summary.elapsed = time.monotonic() - t0
     return summary
+
+
+def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: float) -> str | None:
+    """Call the detector on every image left, then close the run.
+
+    Returns why the run had to stop, or None.
+    """
+    kind = getattr(detector, "kind", "io")
+    config = _scheduler_config(opts, kind)
+    pool = _open_pool(detector, kind, config.concurrency)
+    writer = _Writer(store, start.run_id)
+    bar = _ProgressBar(opts.progress, f"{detector.name} {detector.model_version}", start, t0)
+    scheduler = Scheduler(pool, writer.put, config, on_call_end=bar.advance, on_tick=bar.update)
+    status = "finished"
+    try:
+        with bar:
+            status = scheduler.run(start.todo)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        _finish(start, detector, store, pool, writer, scheduler.tally, status, t0)
+    return scheduler.fatal
+
+
+def _finish(start: _Start, detector, store, pool: FuturesPool, writer: _Writer,
+            tally: Tally, status: str, t0: float) -> None:
+    """Stop the pool, commit everything handed over and close the run with its status."""
+    # Abandoned calls cannot be interrupted; do not wait for them here.
+    pool.shutdown(wait=status == "finished" and not tally.abandoned)
+    summary = start.summary
+    try:
+        writer.close()  # everything finished so far is committed before we return
+    except BaseException:
+        status = "failed"
+        raise
+    finally:
+        _record_censoring(detector, store, start.run_id)
+        store.finish_run(
+            start.run_id, {"finished": "finished", "failed": "failed"}.get(status, "interrupted")
+        )
+        summary.calls += tally.calls
+        summary.retries += tally.retries
+        summary.scored += tally.scored
+        summary.failed += tally.failed
+        for kind, n in tally.failures_by_kind.items():
+            summary.failures_by_kind[kind] = summary.failures_by_kind.get(kind, 0) + n
+        summary.status = status
+        summary.elapsed = time.monotonic() - t0
+
+
+def _scheduler_config(opts: RunOptions, kind: str) -> SchedulerConfig:
+    """The run options, with the defaults that depend on the detector's kind."""
+    return SchedulerConfig(
+        concurrency=opts.concurrency or (8 if kind == "io" else _cpu_count()),
+        rate_limit=opts.rate_limit,
+        max_attempts=opts.max_attempts,
+        backoff=opts.backoff,
+        backoff_max=opts.backoff_max,
+        timeout=opts.timeout if opts.timeout is not None else (120.0 if kind == "io" else None),
+        max_calls=opts.max_calls,
+        flush_every=opts.flush_every,
+        flush_batch=opts.flush_batch,
+        give_up_after=opts.give_up_after,
+    )
+
+
+def _open_pool(detector: Detector, kind: str, concurrency: int) -> FuturesPool:
+    """Processes for CPU-bound local detectors, threads for everything else."""
+    if kind == "cpu" and concurrency > 1:
+        executor = ProcessPoolExecutor(concurrency, initializer=_init_worker, initargs=(detector,))
+        return FuturesPool(executor, concurrency, _attempt_in_worker, stamped=False)
+    # Abandoned (timed-out) calls keep their thread, so allow spare threads.
+    workers = concurrency * 2
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="calibrate-detect")
+    return FuturesPool(executor, workers, functools.partial(_attempt, detector))
+
+
+class _ProgressBar:
+    """The progress display, fed by the scheduler's hooks."""
+
+    def __init__(self, enabled: bool, title: str, start: _Start, t0: float):
+        self.bar = _progress(enabled)
+        self.title, self.t0 = title, t0
+        self.summary = start.summary
+        self.completed = start.summary.already_done + start.recorded_problems
+        self.task = None
+
+    def __enter__(self) -> _ProgressBar:
+        self.bar.__enter__()
+        self.task = self.bar.add_task(
+            self.title, total=self.summary.n_images, completed=self.completed, rate="", failed=""
+        )
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.bar.__exit__(*exc_info)
+
+    def advance(self) -> None:
+        self.bar.advance(self.task)
+
+    def update(self, tally: Tally) -> None:
+        rate = tally.calls / max(time.monotonic() - self.t0, 1e-9)
+        failed = self.summary.failed + tally.failed
+        self.bar.update(
+            self.task,
+            rate=f"{rate:.1f} calls/s",
+            failed=f"[red]{failed} failed[/]" if failed else "",
+        )
+
+
+def _progress(enabled: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[progress.percentage]{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[failed]}"),
+        disable=not enabled,
+        transient=False,
+    )
 
 
 def _record_censoring(detector, store, run_id: str) -> None:
@@ -648,6 +612,4 @@ def _record_censoring(detector, store, run_id: str) -> None:
 
 
 def _cpu_count() -> int:
-    import os
-
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
