@@ -1,0 +1,167 @@
+"""The score store: every run, image, score and failure in one embedded DuckDB file.
+
+A project keeps one store file (``calibrate.duckdb`` by default). The runner writes
+into it as images are scored, so an interrupted run resumes where it stopped; the
+curves read from it one ``(detector, model version, label)`` at a time, either as
+image-level score arrays (:meth:`ScoreStore.scores`) or as a count table aggregated
+inside DuckDB (:meth:`ScoreStore.count_table`), which is all the statistics need.
+
+Semantics (see ``DESIGN.md``)
+-----------------------------
+* A run is one pass of one detector at one model version over one dataset. Runs are
+  ordered by creation; "latest" below means created last.
+* An image is ``(dataset, image_id)``. Ground truth for a label is "the label is in
+  the image's labels" (exact string match).
+* The image-level score of a label is the highest score among the image's results
+  for that label in a run. An image the run scored with no result for the label
+  scores ``-inf`` ("no result", ranks below every real score).
+* A failed image has no score at all: it is never turned into ``-inf`` or any other
+  score, only counted (:attr:`LabelScores.n_failed`) and listed
+  (:meth:`ScoreStore.failures`).
+* When several runs of the same ``(detector, model_version)`` scored the same image,
+  the latest run that *scored* it supplies its scores, so no image is counted twice.
+  A later failure does not hide an earlier valid score of the same model version.
+
+Schema (version 1)
+------------------
+Big tables refer to runs and images by integer surrogate keys (``run_key``,
+``image_key``): joining and grouping 10^6 rows on integers is several times faster
+than on 32-character run ids and image paths, and the strings are stored once. The
+views ``result_rows``, ``run_image_rows`` and ``failure_rows`` show the same data with
+``run_id`` / ``image_id`` for ad-hoc SQL (``duckdb calibrate.duckdb``).
+
+``meta(key, value)``
+    ``schema_version`` and bookkeeping.
+``runs(run_id, run_key, detector, model_version, dataset, dataset_fingerprint,
+settings, labels, detection_floor, status, started_at, finished_at, tool_version)``
+    ``settings`` and ``labels`` are JSON text; times are UTC.
+``images(image_key, dataset, image_id, uri, content_hash, labels, split)``
+    ``labels`` is a list of the labels truly present.
+``run_images(run_key, image_key, status, attempts, scored_at)``
+    One row per image a run has finished (``'scored'`` or ``'failed'``); its primary
+    key makes recording an image twice in a run impossible.
+``results(run_key, image_key, label, score, x_min, y_min, x_max, y_max, box_unit)``
+    One row per result (box) the detector returned.
+``failures(run_key, image_key, kind, message, attempts, failed_at)``
+    ``kind`` is one of :data:`FAILURE_KINDS`. (The time column is not called ``at``:
+    that is a reserved word in DuckDB 2.)
+``raw_responses(run_key, image_key, response)``
+    The detector's response as zlib-compressed JSON, kept for audit.
+
+Older files are migrated when opened for writing (see :data:`SCHEMA_VERSION` and
+``_MIGRATIONS``); files written by a newer ``calibrate`` are refused.
+
+Credentials never belong in the store: it stores only what callers pass, and run
+settings pass through :func:`redact_secrets` first.
+
+The package's parts
+-------------------
+:mod:`.schema`
+    Table definitions, :data:`SCHEMA_VERSION` and the migrations of older files.
+:mod:`.images`
+    Registering labeled images (the ground truth).
+:mod:`.writes`
+    Beginning and finishing runs; recording batches of finished images.
+:mod:`.bulk`
+    Writing whole tables of results at once (``write_results_frame``).
+:mod:`.reads`
+    Runs and resume queries, scores and count tables, overviews.
+:mod:`.parquet`
+    Parquet export and import.
+:mod:`.model`, :mod:`.errors`
+    The constants, records and errors the parts share; :mod:`._base` holds the
+    connection and its transactions.
+
+:class:`ScoreStore` is composed of one mixin class per part.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+
+from calibrate.store.errors import MigrationWarning, SchemaVersionError, StoreError
+from calibrate.store.model import (
+    DEFAULT_PATH,
+    FAILURE_KINDS,
+    RUN_STATUSES,
+    LabelScores,
+    RunInfo,
+    redact_secrets,
+)
+from calibrate.store.parquet import ParquetMixin
+from calibrate.store.reads import ReadsMixin
+from calibrate.store.schema import SCHEMA_VERSION, SchemaMixin
+
+__all__ = [
+    "DEFAULT_PATH",
+    "FAILURE_KINDS",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "LabelScores",
+    "MigrationWarning",
+    "RunInfo",
+    "SchemaVersionError",
+    "ScoreStore",
+    "StoreError",
+    "redact_secrets",
+]
+
+
+class ScoreStore(SchemaMixin, ReadsMixin, ParquetMixin):
+    """The score store: one DuckDB file with runs, images, results and failures.
+
+    Parameters
+    ----------
+    path : str or path-like, default "calibrate.duckdb"
+        The store file. Created with the current schema if missing; migrated if it was
+        written by an older ``calibrate``.
+    read_only : bool, default False
+        Open without write access: several processes may then read the file at once,
+        but every writing method raises :class:`StoreError`. The file must exist.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+    read_only : bool
+
+    Raises
+    ------
+    StoreError
+        If the file is locked by another process, is not a DuckDB file, or is a DuckDB
+        file that is not a score store.
+    SchemaVersionError
+        If the file was written by a newer ``calibrate``, or needs migrating and
+        ``read_only`` is set.
+
+    Notes
+    -----
+    DuckDB lets one process write a file at a time (readers must wait too), so open the
+    store in the process that runs detectors and close it when done. Within a process
+    a store object can be shared between threads: every method holds a lock.
+
+    Examples
+    --------
+    >>> with ScoreStore("calibrate.duckdb") as store:                # doctest: +SKIP
+    ...     table = store.count_table("surface-defect", "v3", "scratch")
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = bool(read_only)
+        self._lock = threading.RLock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        if self.read_only and not self.path.exists():
+            raise StoreError(
+                f"no score store at {self.path}: read_only=True cannot create one. Check "
+                "the path, or open it without read_only to create a new store."
+            )
+        self._con = self._connect()
+        try:
+            self._prepare_schema()
+        except BaseException:
+            self._con.close()
+            self._con = None
+            raise

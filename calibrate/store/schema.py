@@ -1,0 +1,373 @@
+"""The store's tables, its schema version, and the migrations from older versions.
+
+See :mod:`calibrate.store` for what each table holds. A file is created with the
+current schema; a file with an older ``meta.schema_version`` is migrated, step by
+step through ``_MIGRATIONS``, the first time it is opened for writing.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+
+import duckdb
+
+from calibrate.store._base import StoreBase, _one, _tool_version, _utc_now
+from calibrate.store.errors import MigrationWarning, SchemaVersionError, StoreError
+from calibrate.store.model import RUN_STATUSES, redact_secrets
+
+__all__ = ["SCHEMA_VERSION", "SchemaMixin"]
+
+#: Schema version this module writes. Bump it together with a new ``_MIGRATIONS`` step.
+SCHEMA_VERSION = 1
+
+
+def _schema_v1_sql(run_start: int = 1, image_start: int = 1) -> str:
+    # Sequences start past any keys a migration copied in, so new rows never collide.
+    return f"""
+CREATE SEQUENCE run_keys START {int(run_start)};
+CREATE SEQUENCE image_keys START {int(image_start)};
+CREATE TABLE meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+CREATE TABLE runs (
+    run_id VARCHAR PRIMARY KEY,
+    run_key INTEGER NOT NULL UNIQUE,
+    detector VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    dataset VARCHAR NOT NULL,
+    dataset_fingerprint VARCHAR NOT NULL,
+    settings VARCHAR NOT NULL,          -- JSON object, secrets redacted
+    labels VARCHAR,                     -- JSON list, or NULL when not declared
+    detection_floor DOUBLE,
+    status VARCHAR NOT NULL
+        CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+    started_at TIMESTAMP NOT NULL,      -- UTC
+    finished_at TIMESTAMP,              -- UTC
+    tool_version VARCHAR NOT NULL
+);
+CREATE TABLE images (
+    image_key BIGINT NOT NULL DEFAULT nextval('image_keys'),
+    dataset VARCHAR NOT NULL,
+    image_id VARCHAR NOT NULL,
+    uri VARCHAR NOT NULL,
+    content_hash VARCHAR,
+    labels VARCHAR[] NOT NULL,
+    split VARCHAR,
+    PRIMARY KEY (dataset, image_id)
+);
+CREATE TABLE run_images (
+    run_key INTEGER NOT NULL,
+    image_key BIGINT NOT NULL,
+    status VARCHAR NOT NULL CHECK (status IN ('scored', 'failed')),
+    attempts INTEGER NOT NULL,
+    scored_at TIMESTAMP NOT NULL,       -- UTC; when the run finished the image
+    PRIMARY KEY (run_key, image_key)
+);
+CREATE TABLE results (
+    run_key INTEGER NOT NULL,
+    image_key BIGINT NOT NULL,
+    label VARCHAR NOT NULL,
+    score DOUBLE NOT NULL,
+    x_min DOUBLE,
+    y_min DOUBLE,
+    x_max DOUBLE,
+    y_max DOUBLE,
+    box_unit VARCHAR
+);
+CREATE TABLE failures (
+    run_key INTEGER NOT NULL,
+    image_key BIGINT NOT NULL,
+    kind VARCHAR NOT NULL CHECK (kind IN ('retryable', 'image', 'fatal', 'error')),
+    message VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at TIMESTAMP NOT NULL        -- UTC
+);
+CREATE TABLE raw_responses (
+    run_key INTEGER NOT NULL,
+    image_key BIGINT NOT NULL,
+    response BLOB NOT NULL,             -- zlib(JSON)
+    PRIMARY KEY (run_key, image_key)
+);
+CREATE VIEW result_rows AS
+    SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
+           res.label, res.score, res.x_min, res.y_min, res.x_max, res.y_max, res.box_unit
+    FROM results res
+    JOIN runs r ON r.run_key = res.run_key
+    JOIN images i ON i.image_key = res.image_key;
+CREATE VIEW run_image_rows AS
+    SELECT r.run_id, i.image_id, ri.status, ri.attempts, ri.scored_at
+    FROM run_images ri
+    JOIN runs r ON r.run_key = ri.run_key
+    JOIN images i ON i.image_key = ri.image_key;
+CREATE VIEW failure_rows AS
+    SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
+           f.kind, f.message, f.attempts, f.failed_at
+    FROM failures f
+    JOIN runs r ON r.run_key = f.run_key
+    JOIN images i ON i.image_key = f.image_key;
+"""
+
+
+_V0_TABLES = ("runs", "images", "results", "failures", "raw_responses")
+
+#: The version-0 tables that refer to (run, image) pairs by strings, with the columns
+#: each carries into version 1.
+_V0_KEYED = (
+    ("v0_results", "t.label, t.score, t.box, t.box_unit"),
+    ("v0_failures", "t.kind, t.message, t.attempts, t.failed_at"),
+    ("v0_raw_responses", "t.response"),
+)
+
+
+def _migrate_0_to_1(con: duckdb.DuckDBPyConnection) -> None:
+    """Migrate the pre-release "version 0" layout to version 1.
+
+    Version 0 files have no ``meta`` table and refer to everything by strings::
+
+        runs(run_id VARCHAR PRIMARY KEY, detector, model_version, dataset,
+             dataset_fingerprint, settings VARCHAR, labels VARCHAR, detection_floor DOUBLE,
+             status VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP)
+        images(dataset, image_id, uri, content_hash,
+               labels VARCHAR,          -- comma-separated, '' for none
+               split, PRIMARY KEY (dataset, image_id))
+        results(run_id, image_id, label, score DOUBLE,
+                box VARCHAR,            -- JSON '[x_min, y_min, x_max, y_max]' or NULL
+                box_unit VARCHAR)
+        failures(run_id, image_id, kind, message, attempts INTEGER, failed_at TIMESTAMP)
+        raw_responses(run_id, image_id, response BLOB)
+
+    Version 0 had no ``run_images``: an image counted as done in a run when it had a
+    result or a failure there. The migration derives ``run_images`` from exactly that
+    (a result wins over a failure), so an image that a version-0 run scored with no
+    result at all is not marked done and a resumed run scores it again. Settings are
+    passed through :func:`redact_secrets`, which version 0 did not do.
+    """
+    for name in _V0_TABLES:
+        con.execute(f"ALTER TABLE {name} RENAME TO v0_{name}")
+    n_runs = con.execute("SELECT count(*) FROM v0_runs").fetchall()[0][0]
+    n_images = con.execute("SELECT count(*) FROM v0_images").fetchall()[0][0]
+    con.execute(_schema_v1_sql(run_start=n_runs + 1, image_start=n_images + 1))
+    _copy_v0_runs(con)
+    _copy_v0_images(con)
+    lost = _key_v0_rows(con)
+    _copy_v0_results(con)
+    _copy_v0_failures_and_marks(con)
+    for table, _ in _V0_KEYED:
+        con.execute(f"DROP TABLE k_{table}")
+    for name in reversed(_V0_TABLES):
+        con.execute(f"DROP TABLE v0_{name}")
+    if lost:
+        warnings.warn(
+            "migrating the score store from schema 0 dropped rows that name an image "
+            "not registered in their run's dataset, or an unknown run: "
+            + ", ".join(f"{n} {t}" for t, n in lost.items())
+            + ". Their ground truth is unknown, so they could not be used in curves.",
+            MigrationWarning,
+            stacklevel=4,
+        )
+
+
+def _copy_v0_runs(con: duckdb.DuckDBPyConnection) -> None:
+    # Runs go through Python (there are few) so that old settings get redacted. Their
+    # keys follow the start times, so "latest run" keeps its meaning.
+    rows = con.execute(
+        """SELECT run_id, detector, model_version, dataset, dataset_fingerprint, settings,
+                  labels, detection_floor, status, started_at, finished_at
+           FROM v0_runs ORDER BY started_at NULLS FIRST, run_id"""
+    ).fetchall()
+    for run_key, row in enumerate(rows, start=1):
+        (run_id, detector, model_version, dataset, fingerprint, settings, labels,
+         floor, status, started_at, finished_at) = row
+        try:
+            settings_obj = json.loads(settings) if settings else {}
+        except ValueError:
+            settings_obj = {"unparsed_settings": settings}
+        if status not in RUN_STATUSES:
+            status = "interrupted"
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, run_key, detector, model_version, dataset, fingerprint or "",
+             json.dumps(redact_secrets(settings_obj), sort_keys=True, default=str),
+             labels, floor, status, started_at or _utc_now(), finished_at,
+             "unknown (migrated from schema 0)"],
+        )
+
+
+def _copy_v0_images(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        r"""INSERT INTO images
+            SELECT row_number() OVER (ORDER BY rowid), dataset, image_id,
+                   coalesce(uri, image_id), content_hash,
+                   CASE WHEN labels IS NULL OR trim(labels) = '' THEN []::VARCHAR[]
+                        ELSE regexp_split_to_array(trim(labels), '\s*,\s*') END,
+                   split
+            FROM v0_images"""
+    )
+
+
+def _key_v0_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Give every (run, image) row of the old tables its keys, in ``k_v0_*`` tables.
+
+    Rows whose image was never registered cannot get truth, so they are dropped;
+    returns how many each table loses (tables that lose none are left out).
+    """
+    keyed = """
+        SELECT r.run_key, i.image_key, {cols}
+        FROM {table} t
+        JOIN runs r ON r.run_id = t.run_id
+        LEFT JOIN images i ON i.dataset = r.dataset AND i.image_id = t.image_id"""
+    lost = {}
+    for table, cols in _V0_KEYED:
+        con.execute(f"CREATE TEMP TABLE k_{table} AS " + keyed.format(cols=cols, table=table))
+        n_lost = con.execute(
+            f"SELECT count(*) FROM k_{table} WHERE image_key IS NULL"
+        ).fetchall()[0][0]
+        n_lost += con.execute(
+            f"SELECT count(*) FROM {table} t WHERE t.run_id NOT IN (SELECT run_id FROM runs)"
+        ).fetchall()[0][0]
+        if n_lost:
+            lost[table.removeprefix("v0_")] = n_lost
+    return lost
+
+
+def _copy_v0_results(con: duckdb.DuckDBPyConnection) -> None:
+    box = "trim(string_split(trim(box, '[] '), ',')[{}])::DOUBLE"
+    con.execute(
+        f"""INSERT INTO results
+            SELECT run_key, image_key, label, score,
+                   {box.format(1)}, {box.format(2)}, {box.format(3)}, {box.format(4)},
+                   CASE WHEN box IS NULL THEN NULL ELSE coalesce(box_unit, 'pixel') END
+            FROM k_v0_results WHERE image_key IS NOT NULL AND score IS NOT NULL"""
+    )
+    con.execute(
+        """INSERT INTO raw_responses
+           SELECT run_key, image_key, any_value(response)
+           FROM k_v0_raw_responses
+           WHERE image_key IS NOT NULL AND response IS NOT NULL
+           GROUP BY run_key, image_key"""
+    )
+
+
+def _copy_v0_failures_and_marks(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """INSERT INTO failures
+           SELECT run_key, image_key,
+                  CASE WHEN kind IN ('retryable', 'image', 'fatal', 'error') THEN kind
+                       ELSE 'error' END,
+                  coalesce(message, ''), coalesce(attempts, 1), coalesce(failed_at, $now)
+           FROM k_v0_failures WHERE image_key IS NOT NULL""",
+        {"now": _utc_now()},
+    )
+    # An image is done where it has a result or a failure; a result wins.
+    con.execute(
+        """INSERT INTO run_images
+           SELECT run_key, image_key,
+                  CASE WHEN bool_or(scored) THEN 'scored' ELSE 'failed' END,
+                  max(attempts), max(done_at)
+           FROM (
+               SELECT k.run_key, k.image_key, true AS scored, 1 AS attempts,
+                      coalesce(r.finished_at, r.started_at) AS done_at
+               FROM k_v0_results k JOIN runs r ON r.run_key = k.run_key
+               WHERE k.image_key IS NOT NULL AND k.score IS NOT NULL
+               UNION ALL
+               SELECT run_key, image_key, false, attempts, failed_at
+               FROM failures
+           )
+           GROUP BY run_key, image_key"""
+    )
+
+
+#: ``_MIGRATIONS[v]`` turns a version-``v`` file into version ``v + 1``. Steps run in
+#: one transaction, so a failed migration leaves the file as it was.
+_MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {0: _migrate_0_to_1}
+
+
+class SchemaMixin(StoreBase):
+    """Creates the schema in a new file, checks the version of an existing one, and
+    migrates older files."""
+
+    def _prepare_schema(self) -> None:
+        con = self._db()
+        tables = {
+            name
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND schema_name = 'main'"
+            ).fetchall()
+        }
+        if "meta" in tables:
+            version = self._stored_version()
+        elif {"runs", "results"} <= tables:
+            version = 0
+        elif not tables:
+            if self.read_only:
+                raise StoreError(
+                    f"{self.path} is an empty DuckDB file, not yet a score store; open it "
+                    "once without read_only to create the schema."
+                )
+            with self._transaction("creating the store schema") as tx:
+                tx.execute(_schema_v1_sql())
+                tx.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ["schema_version", str(SCHEMA_VERSION)],
+                        ["created_by", f"calibrate {_tool_version()}"],
+                        ["created_at", _utc_now().isoformat()],
+                    ],
+                )
+            return
+        else:
+            raise StoreError(
+                f"{self.path} is a DuckDB file but not a calibrate score store (it has "
+                f"tables {', '.join(sorted(tables))} and no 'meta' table). Use a different "
+                "file name for the score store."
+            )
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"the score store {self.path} has schema version {version}, written by a "
+                f"newer calibrate; this calibrate ({_tool_version()}) reads schema version "
+                f"{SCHEMA_VERSION} and older. Upgrade calibrate (pip install -U calibrate) "
+                "to open it.",
+                path=self.path,
+                found=version,
+                supported=SCHEMA_VERSION,
+            )
+        if version < SCHEMA_VERSION:
+            if self.read_only:
+                raise SchemaVersionError(
+                    f"the score store {self.path} has schema version {version} and must be "
+                    f"migrated to version {SCHEMA_VERSION} before use, which needs write "
+                    "access. Open it once without read_only (this migrates it in place).",
+                    path=self.path,
+                    found=version,
+                    supported=SCHEMA_VERSION,
+                )
+            self._migrate(version)
+
+    def _stored_version(self) -> int:
+        row = _one(self._db().execute("SELECT value FROM meta WHERE key = 'schema_version'"))
+        try:
+            return int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(
+                f"the score store {self.path} has a 'meta' table without a valid "
+                f"schema_version (found {row and row[0]!r}); the file is damaged or was not "
+                "written by calibrate."
+            ) from None
+
+    def _migrate(self, found: int) -> None:
+        with self._transaction(f"migrating from schema version {found}") as con:
+            version = found
+            while version < SCHEMA_VERSION:
+                _MIGRATIONS[version](con)
+                version += 1
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)]
+            )
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [f"migrated_from_{found}", _utc_now().isoformat()],
+            )
