@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the bundled faces / non-faces set from images scikit-image ships.
 
-A thin wrapper over :func:`calibrate.datasets.make_faces`; see ``datasets/README.md``.
+A thin wrapper over :func:`calibrate.samples.make_faces`; see ``datasets/README.md``.
 Nothing is downloaded: every image is cut from ``skimage.data``.
 
 Usage::
@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 
-from calibrate.datasets import make_faces  # noqa: E402
+from calibrate.samples import make_faces  # noqa: E402
 from calibrate.errors import CalibrateError  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the bundled synthetic parts-inspection set.
 
-A thin wrapper over :func:`calibrate.datasets.make_parts`; see ``datasets/README.md``.
+A thin wrapper over :func:`calibrate.samples.make_parts`; see ``datasets/README.md``.
 
 Usage::
 
@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(HERE.parent))
 
-from calibrate.datasets import make_parts, read_parts_info  # noqa: E402
+from calibrate.samples import make_parts, read_parts_info  # noqa: E402
 from calibrate.errors import CalibrateError  # noqa: E402
 
 

@@ -1,0 +1,188 @@
+"""COCO manifests (``.json``): an annotation file with ``images``, ``annotations`` and
+``categories``.
+
+An image's labels are the names of the categories of its annotations; an image without
+annotations is clean. The image id is its ``file_name`` and the COCO id is kept as
+``metadata["coco_id"]``: annotation tools renumber COCO ids on every export.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from calibrate.errors import InputError
+from calibrate.manifest.parsing import _Errors, _LabelCheck, _new_record, _not_utf8, _Record
+
+__all__: list[str] = []
+
+
+def _parse_coco(
+    path: Path, root: Path, errors: _Errors, check: _LabelCheck
+) -> tuple[list[_Record], set[str]]:
+    """The records of a COCO file, and its declared label vocabulary (every category)."""
+    data = _load_coco(path)
+    category_names = _coco_categories(data["categories"], errors)
+    entries = _coco_images(data["images"], errors)
+    labels_of = _coco_labels(data["annotations"], entries, category_names, errors, check)
+    records = _coco_records(entries, labels_of, str(path), root, errors)
+    return records, set(category_names.values())
+
+
+def _load_coco(path: Path) -> dict[str, Any]:
+    """The parsed file, checked to be a COCO annotation file with ground truth.
+
+    A file that is not one cannot be read record by record, so these errors raise at
+    once instead of being collected.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = json.loads(fh.read().decode("utf-8-sig"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the manifest ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, exc) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{path}, line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})."
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(
+            f"{path}: a .json manifest must be a COCO annotation file, an object with "
+            '"images", "annotations" and "categories" lists. For one JSON object per '
+            "image, name the file .jsonl."
+        )
+    if "annotations" not in data:
+        # A COCO file without annotations (like image_info_test) carries no ground
+        # truth; reading every image as clean would be silently wrong.
+        raise InputError(
+            f'{path}: no "annotations" list, so there is no ground truth. Add '
+            '"annotations": [] if every image really has no label.'
+        )
+    for key in ("annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f'{path}: "{key}" must be a list, got {type(data.get(key)).__name__}.')
+    return data
+
+
+def _coco_categories(categories: list, errors: _Errors) -> dict[Any, str]:
+    """COCO category id -> label name."""
+    category_names: dict[Any, str] = {}
+    for i, cat in enumerate(categories):
+        where = f"categories[{i}]"
+        if not isinstance(cat, dict) or not _is_coco_id(cat.get("id")):
+            errors.add(where, 'each category needs an "id" (integer or string) and a "name".')
+            continue
+        name = cat.get("name")
+        if not isinstance(name, str) or not name.strip():
+            errors.add(where, f'"name" must be a non-empty string, got {name!r}.')
+            continue
+        if cat["id"] in category_names:
+            errors.add(where, f"category id {cat['id']!r} is used twice; ids must be unique.")
+            continue
+        category_names[cat["id"]] = name.strip()
+    return category_names
+
+
+def _coco_images(images: list, errors: _Errors) -> dict[Any, tuple[int, dict]]:
+    """COCO image id -> (position in ``images``, the entry), for the usable entries."""
+    entries: dict[Any, tuple[int, dict]] = {}
+    for i, img in enumerate(images):
+        where = f"images[{i}]"
+        if not isinstance(img, dict) or not _is_coco_id(img.get("id")):
+            errors.add(where, 'each image needs an "id" (integer or string) and a "file_name".')
+            continue
+        file_name = img.get("file_name")
+        if not isinstance(file_name, str) or not file_name.strip():
+            errors.add(where, f'"file_name" must be a non-empty path or URI, got {file_name!r}.')
+            continue
+        if img["id"] in entries:
+            first = entries[img["id"]][0]
+            errors.add(
+                where,
+                f"COCO image id {img['id']!r}: first on images[{first}], again on {where}; "
+                "annotations could not tell them apart. Give each image its own id.",
+            )
+            continue
+        entries[img["id"]] = (i, img)
+    return entries
+
+
+def _coco_labels(
+    annotations: list,
+    entries: dict[Any, tuple[int, dict]],
+    category_names: dict[Any, str],
+    errors: _Errors,
+    check: _LabelCheck,
+) -> dict[Any, set[str]]:
+    """COCO image id -> the names of its annotations' categories (empty: clean)."""
+    labels_of: dict[Any, set[str]] = {key: set() for key in entries}
+    for j, ann in enumerate(annotations):
+        where = f"annotations[{j}]"
+        if not (
+            isinstance(ann, dict)
+            and _is_coco_id(ann.get("image_id"))
+            and _is_coco_id(ann.get("category_id"))
+        ):
+            errors.add(where, 'each annotation needs an "image_id" and a "category_id".')
+            continue
+        if ann["category_id"] not in category_names:
+            errors.add(
+                where,
+                f"category_id {ann['category_id']!r} is not in \"categories\"; add the "
+                "category or fix the annotation.",
+            )
+            continue
+        if ann["image_id"] not in labels_of:
+            errors.add(
+                where,
+                f"image_id {ann['image_id']!r} is not in \"images\"; add the image or "
+                "remove the annotation.",
+            )
+            continue
+        name = category_names[ann["category_id"]]
+        check.check(f"{where} (category {name!r})", [name])
+        labels_of[ann["image_id"]].add(name)
+    return labels_of
+
+
+def _coco_records(
+    entries: dict[Any, tuple[int, dict]],
+    labels_of: dict[Any, set[str]],
+    file: str,
+    root: Path,
+    errors: _Errors,
+) -> list[_Record]:
+    records: list[_Record] = []
+    for key, (i, img) in entries.items():
+        where = f"images[{i}]"
+        split = img.get("split")
+        if split is not None and (not isinstance(split, str) or not split.strip()):
+            errors.add(where, f'"split" must be a non-empty string, got {split!r}.')
+            continue
+        metadata = {"coco_id": img["id"]}
+        metadata.update(
+            (k, v) for k, v in img.items() if k not in ("id", "file_name", "split")
+        )
+        # The id is the file name, not the COCO id: annotation tools renumber COCO ids
+        # on every export, and the id must stay stable for resumed runs and stores.
+        rec = _new_record(
+            errors,
+            file=file,
+            line=None,
+            where=where,
+            image=img["file_name"].strip(),
+            explicit_id=None,
+            labels=labels_of[key],
+            split=split,
+            metadata=metadata,
+            root=root,
+        )
+        if rec is not None:
+            records.append(rec)
+    return records
+
+
+def _is_coco_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
