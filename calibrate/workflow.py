@@ -108,7 +108,7 @@ class ScoreOutcome:
 
     Attributes
     ----------
-    dataset : calibrate.manifest.LabeledDataset
+    dataset : calibrate.manifest.LabeledSet
     detector, model_version : str
     plan : calibrate.runner.RunPlan
         How many images were to be scored and how many were already stored.
