@@ -31,7 +31,6 @@ from calibrate import stats
 from calibrate.checks import (
     check_confidence,
     check_cost,
-    check_number,
     check_prevalence,
     check_rate,
 )
@@ -235,9 +234,7 @@ class Policy:
             _checked("prevalence", check_prevalence, self.prevalence)
         for name in ("max_false_accept_rate", "max_false_reject_rate"):
             if getattr(self, name) is not None:
-                _checked(name, check_number, getattr(self, name), name)
                 _checked(name, check_rate, getattr(self, name), name)
-        _checked("confidence", check_number, self.confidence, "confidence")
         _checked("confidence", check_confidence, self.confidence)
 
     # -- the action arithmetic ----------------------------------------------------------

@@ -362,11 +362,11 @@ def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
     never = w.miss * curve.n_positive if lo == 0 else np.inf  # no FP, every positive missed
     bound = tie_bound(min(float(cost.min()) if cost.size else np.inf, never))
     ties = np.flatnonzero(cost <= bound)
-    index = np.concatenate([[0] if never <= bound else [], a + ties + 1]).astype(np.int64)
-    cand_cost = np.concatenate([[never] if never <= bound else [], cost[ties]])
-    fn = np.concatenate([[curve.n_positive] if never <= bound else [],
-                         curve.false_negatives[a + ties]])
-    fp = np.concatenate([[0] if never <= bound else [], curve.false_positives[a + ties]])
+    index, cand_cost = a + ties + 1, cost[ties]
+    fn, fp = curve.false_negatives[a + ties], curve.false_positives[a + ties]
+    if never <= bound:  # "never fire" ties too: candidate 0
+        index, cand_cost = np.r_[0, index], np.r_[never, cand_cost]
+        fn, fp = np.r_[curve.n_positive, fn], np.r_[0, fp]
     fa = policy.errors(fn, fp, curve.n_positive, curve.n_negative).false_accepts
     return int(index[tie_break(cand_cost, fa, index)])
 
