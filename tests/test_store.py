@@ -147,13 +147,6 @@ def test_default_path_is_calibrate_duckdb(tmp_path, monkeypatch):
     assert (tmp_path / "calibrate.duckdb").exists()
 
 
-def test_primary_key_forbids_a_second_row_for_an_image_in_a_run(parts):
-    run = begin(parts)
-    parts.record(run, [("img000", det(), 1)], [])
-    with pytest.raises(duckdb.ConstraintException):
-        parts._db().execute("INSERT INTO run_images SELECT * FROM run_images")
-
-
 def test_not_a_duckdb_file_is_refused(tmp_path):
     p = tmp_path / "notes.duckdb"
     p.write_text("hello " * 1000)
@@ -838,3 +831,72 @@ def test_secrets_are_redacted_from_settings(parts, path):
     for secret in ("wJalrXUtnFEMI", "k-123", "hunter2", "abc", "t1"):
         assert secret not in text
     assert redact_secrets([{"token": 1}, 2]) == [{"token": "<redacted>"}, 2]
+
+
+def _unique_run_images(store) -> bool:
+    n, n_distinct = store._db().execute(
+        "SELECT count(*), count(DISTINCT (run_key, image_key)) FROM run_images").fetchall()[0]
+    return n == n_distinct
+
+
+def test_no_image_is_marked_twice_by_bulk_writes_and_records(parts):
+    # run_images has no primary key since schema version 2: the writes keep it unique.
+    run = begin(parts)
+    frame = {"image_id": ["img000", "img000", "img001", "img002"],
+             "label": ["scratch", "dent", "scratch", None],
+             "score": [0.9, 0.2, 0.4, None]}
+    parts.write_results_frame(run, frame)
+    parts.write_results_frame(run, frame)  # a repeated import of the same frame
+    parts.record(run, [("img001", det(("scratch", 0.1)), 1), ("img003", det(), 1)],
+                 [("img004", "image", "bad", 1)])
+    parts.write_results_frame(run, {"image_id": ["img003", "img005"],
+                                    "label": ["scratch", "scratch"], "score": [0.5, 0.6]})
+    assert count_rows(parts, "run_images") == 6
+    assert _unique_run_images(parts)
+    assert as_dict(parts.scores("viam", "v1", "scratch")) == {
+        "img000": (0.9, False), "img001": (0.4, True), "img002": (float("-inf"), False),
+        "img003": (float("-inf"), True), "img005": (0.6, True)}
+
+
+def test_version_1_file_is_migrated_to_drop_the_run_images_key(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    with ScoreStore(path) as store:
+        store.add_images("parts", [LabeledImage(f"img{i}", f"/x/img{i}.png",
+                                                frozenset({"scratch"} if i % 2 else ()))
+                                   for i in range(4)])
+        run = store.begin_run(detector="viam", model_version="v1", dataset="parts",
+                              dataset_fingerprint="fp", settings={}, labels=["scratch"],
+                              detection_floor=None)
+        store.record(run, [(f"img{i}", det(("scratch", i / 10)), 1) for i in range(3)],
+                     [("img3", "image", "bad", 1)])
+        store.finish_run(run)
+        before = as_dict(store.scores("viam", "v1", "scratch"))
+    # Rebuild the file as version 1 wrote it: run_images with its primary key.
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE ri AS SELECT * FROM run_images")
+    con.execute("DROP VIEW run_image_rows")
+    con.execute("DROP TABLE run_images")
+    con.execute("""CREATE TABLE run_images (run_key INTEGER NOT NULL, image_key BIGINT NOT NULL,
+                   status VARCHAR NOT NULL, attempts INTEGER NOT NULL,
+                   scored_at TIMESTAMP NOT NULL, PRIMARY KEY (run_key, image_key))""")
+    con.execute("INSERT INTO run_images SELECT * FROM ri")
+    con.execute("DROP TABLE ri")
+    con.execute("""CREATE VIEW run_image_rows AS SELECT r.run_id, i.image_id, ri.status,
+                   ri.attempts, ri.scored_at FROM run_images ri
+                   JOIN runs r ON r.run_key = ri.run_key
+                   JOIN images i ON i.image_key = ri.image_key""")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(SchemaVersionError, match="without read_only"):
+        ScoreStore(path, read_only=True)
+    with ScoreStore(path) as store:
+        meta = dict(store._db().execute("SELECT key, value FROM meta").fetchall())
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "2"
+        assert "migrated_from_1" in meta
+        constraints = store._db().execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'run_images' "
+            "AND constraint_type = 'PRIMARY KEY'").fetchall()[0][0]
+        assert constraints == 0
+        assert as_dict(store.scores("viam", "v1", "scratch")) == before
+        assert len(store._db().execute("SELECT * FROM run_image_rows").fetchall()) == 4
+        assert store.runs()[["n_scored", "n_failed"]].values.tolist() == [[3, 1]]
