@@ -586,6 +586,18 @@ def check(
         Optional[str], typer.Option(help="Deployed version, if the file holds several.")
     ] = None,
     split: Annotated[Optional[str], typer.Option(help="Only images of this split.")] = None,
+    label: Annotated[
+        Optional[list[str]], typer.Option("--label", help="Only these labels (repeatable).")
+    ] = None,
+    max_regret: Annotated[
+        float,
+        typer.Option(
+            help="Fail a label whose deployed threshold is shown (exact lower bound at the "
+            "policy's confidence) to cost more than this fraction above the candidate's "
+            "own optimum; when that optimum costs 0, the bound is compared with this "
+            "fraction of the deployed cost instead. inf turns it off.",
+        ),
+    ] = 0.25,
     max_cost_increase: Annotated[
         Optional[float],
         typer.Option(help="Also fail when the expected cost rises by more than this fraction (0.2 = 20%)."),
@@ -597,10 +609,20 @@ def check(
 ) -> None:
     """Retraining gate: do the deployed thresholds still hold for a candidate model version?
 
-    Exit code 0 when every label passes, 1 when any fails, 2 on a usage or data error.
+    Per label it judges the criteria that apply: limits (each policy limit shown, refuted
+    or neither at the deployed threshold, from exact bounds), regret (on by default) and
+    cost increase (with --max-cost-increase), and says which applied and which failed.
+
+    Exit code 0 when every label passes, 1 when any fails, 3 when none fails but a limit
+    can be neither shown nor refuted on these data (insufficient evidence), 2 on a usage
+    or data error (e.g. an unknown split, label or model version).
     """
+    import textwrap
+
+    from rich.text import Text
+
     from calibrate import workflow
-    from calibrate.check import COLUMNS, check_thresholds
+    from calibrate.check import COLUMNS, FAIL, INSUFFICIENT, check_thresholds
     from calibrate.store import ScoreStore
     from calibrate.thresholds_file import read_thresholds_file
 
@@ -610,8 +632,8 @@ def check(
                         read_only=True) as st:
             report = check_thresholds(
                 tf, st, model_version=model_version, detector=detector,
-                deployed_version=deployed_version, split=split,
-                max_cost_increase=max_cost_increase,
+                deployed_version=deployed_version, split=split, labels=label,
+                max_regret=max_regret, max_cost_increase=max_cost_increase,
             )
         if junit is not None:
             from calibrate.io import atomic_write_text
@@ -623,23 +645,38 @@ def check(
     elif output_format is CheckFormat.markdown:
         out.print(report.to_markdown(), markup=False, highlight=False)
     else:
-        table = Table(
-            title=f"calibrate check: {report.detector} {report.deployed_version} thresholds on "
-            f"candidate {report.candidate_version}",
-            title_justify="left",
-        )
+        table = Table(title=report.title(), title_justify="left")
         for col in COLUMNS:
-            table.add_column(col, no_wrap=col != "label")
+            # One word or figure per line keeps the table within 80 columns; only a
+            # long label may need folding.
+            table.add_column(col.replace(" ", "\n", 1),
+                             overflow="fold" if col == "label" else "ellipsis",
+                             justify="left" if col in ("label", "result") else "right")
+        style = {FAIL: "bold red", INSUFFICIENT: "yellow"}.get
         for r in report.results:
-            label, *rest = r.cells()
-            table.add_row(escape(label), *rest, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]")
+            label_cell, *rest = r.cells()
+            result = r.result_text().replace(" ", "\n", 1)
+            table.add_row(Text(label_cell), *rest, Text(result, style=style(r.outcome, "green")))
         out.print(table)
+
+        def say(line: str, line_style: str = "") -> None:
+            # Wrapped here, not by rich, so that continuation lines keep their indent.
+            indent = line[: len(line) - len(line.lstrip())]
+            text = textwrap.fill(line, width=max(out.width, 40), subsequent_indent=indent,
+                                 break_long_words=False, break_on_hyphens=False)
+            out.print(Text(text, style=line_style))
+
+        say("Rates: observed (exact upper bound). Cost change: against the deployed cost "
+            "on its own calibration data. Regret: against the candidate's own optimum.")
         for r in report.results:
-            if not r.passed:
-                out.print(f"[bold]{escape(r.label)}[/]: {escape(' '.join(r.reasons))}", highlight=False)
-        out.print("[green]PASSED[/]" if report.passed else "[bold red]FAILED[/]")
-    if not report.passed:
-        raise typer.Exit(1)
+            first, *rest = r.summary_lines()
+            say(first, style(r.outcome, ""))
+            for line in rest:
+                say(line)
+        verdict = f"{report.verdict} (exit {report.exit_code})"
+        out.print(Text(verdict, style=style(report.outcome, "green")))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @app.command()

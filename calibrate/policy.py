@@ -39,6 +39,7 @@ from calibrate.tomlfile import TomlKeyError, load_toml
 
 __all__ = [
     "ACTIONS",
+    "IF_LIMIT_UNPROVEN",
     "DEFAULT_POLICY",
     "CostWeights",
     "ErrorKinds",
@@ -123,6 +124,17 @@ def error_names(action: str) -> tuple[str, str]:
     return f"false accept ({a.false_accept_words})", f"false reject ({a.false_reject_words})"
 
 
+#: What a label deploys when no threshold can be shown to meet its limits (the policy
+#: key ``if_limit_unproven``). Nothing is deployed silently: ``refuse`` (the default)
+#: leaves the label out of every export until someone signs off on one of the others.
+IF_LIMIT_UNPROVEN: dict[str, str] = {
+    "refuse": "deploy nothing for this label until someone chooses",
+    "cost_optimal": "the cost-minimal threshold, ignoring the limits",
+    "protective": "the cost-minimal threshold whose observed rates meet the limits",
+    "never_fire": "never fire (+inf)",
+}
+
+
 class CostWeights(NamedTuple):
     """Expected cost per item is ``miss * false_negatives + false_alarm * false_positives``.
 
@@ -205,7 +217,12 @@ class Policy:
     max_false_accept_rate, max_false_reject_rate : float, optional
         Hard limits on the rates, judged on the exact upper bound at ``confidence``.
     confidence : float, default 0.95
-        One-sided confidence level of the limits' upper bounds.
+        One-sided confidence level of the limits' upper bounds. With both limits set,
+        the level holds for the two *together*: each is tested at ``1 - (1 - c) / 2``
+        (Bonferroni; see :attr:`limit_confidence`).
+    if_limit_unproven : {"refuse", "cost_optimal", "protective", "never_fire"}, default "refuse"
+        What to deploy when no threshold can be shown to meet the limits (see
+        :data:`IF_LIMIT_UNPROVEN`). ``refuse`` exports nothing for the label.
 
     Raises
     ------
@@ -220,6 +237,7 @@ class Policy:
     max_false_accept_rate: float | None = None
     max_false_reject_rate: float | None = None
     confidence: float = 0.95
+    if_limit_unproven: str = "refuse"
 
     def __post_init__(self) -> None:
         _checked("action", _action, self.action)
@@ -236,6 +254,13 @@ class Policy:
             if getattr(self, name) is not None:
                 _checked(name, check_rate, getattr(self, name), name)
         _checked("confidence", check_confidence, self.confidence)
+        if not isinstance(self.if_limit_unproven, str) or (
+                self.if_limit_unproven not in IF_LIMIT_UNPROVEN):
+            raise PolicyError(
+                f"if_limit_unproven must be one of {', '.join(map(repr, IF_LIMIT_UNPROVEN))}, "
+                f"got {self.if_limit_unproven!r}.",
+                "if_limit_unproven",
+            )
 
     # -- the action arithmetic ----------------------------------------------------------
 
@@ -243,6 +268,19 @@ class Policy:
     def has_limits(self) -> bool:
         """True when the policy sets at least one rate limit."""
         return self.max_false_accept_rate is not None or self.max_false_reject_rate is not None
+
+    @property
+    def limit_confidence(self) -> float:
+        """The level each limit is tested at so that all hold together at ``confidence``.
+
+        A false-accept limit is scanned from one end of the thresholds and a
+        false-reject limit from the other, so the chances that either test errs add up:
+        with both set, each is tested at ``1 - (1 - confidence) / 2`` (Bonferroni),
+        which keeps the joint error within ``1 - confidence``.
+        """
+        if len(self.limits()) > 1:
+            return 1.0 - (1.0 - self.confidence) / 2.0
+        return float(self.confidence)
 
     def prevalence_for(self, n_positive: int, n_negative: int) -> float:
         """The deployment prevalence: the policy's, or the sample's share of positives."""
@@ -286,10 +324,11 @@ class Policy:
         """
         n_fa, n_fr = by_action(self.action, n_positive, n_negative)
         allow_fa = allow_fr = np.inf
+        conf = self.limit_confidence
         if self.max_false_accept_rate is not None:
-            allow_fa = stats.max_errors_within(n_fa, self.max_false_accept_rate, self.confidence)
+            allow_fa = stats.max_errors_within(n_fa, self.max_false_accept_rate, conf)
         if self.max_false_reject_rate is not None:
-            allow_fr = stats.max_errors_within(n_fr, self.max_false_reject_rate, self.confidence)
+            allow_fr = stats.max_errors_within(n_fr, self.max_false_reject_rate, conf)
         return by_action(self.action, allow_fa, allow_fr)
 
     def limits(self) -> list[tuple[str, float]]:

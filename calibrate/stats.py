@@ -20,6 +20,7 @@ from calibrate.errors import InputError
 
 __all__ = [
     "clopper_pearson_interval",
+    "clopper_pearson_lower",
     "clopper_pearson_upper",
     "max_errors_within",
     "samples_needed",
@@ -65,6 +66,37 @@ def clopper_pearson_upper(errors, n, confidence: float = 0.95):
         u = _sps.beta.ppf(c, k + 1.0, np.maximum(m - k, 1.0))
     u = np.where((k >= m) | (m == 0), 1.0, u)
     return float(u) if u.ndim == 0 else u
+
+
+def clopper_pearson_lower(errors, n, confidence: float = 0.95):
+    """Exact one-sided lower confidence bound of an error rate.
+
+    A rate limit is *shown to fail* where this bound exceeds it: the errors seen are
+    then too many for the limit to hold, whatever more data would show.
+
+    Parameters
+    ----------
+    errors : int or array-like of int
+    n : int or array-like of int
+    confidence : float, default 0.95
+        One-sided confidence level.
+
+    Returns
+    -------
+    float or ndarray
+        The bound; 0.0 where no error was seen.
+
+    Examples
+    --------
+    >>> round(float(clopper_pearson_lower(3, 3)), 4)  # (1 - c) ** (1 / n)
+    0.3684
+    """
+    c = _check_confidence(confidence)
+    k, m = _check_counts(errors, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = _sps.beta.ppf(1.0 - c, np.maximum(k, 1.0), np.maximum(m - k + 1.0, 1.0))
+    lo = np.where(k == 0, 0.0, lo)
+    return float(lo) if lo.ndim == 0 else lo
 
 
 def clopper_pearson_interval(errors, n, confidence: float = 0.95):

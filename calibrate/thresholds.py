@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from calibrate import stats
 from calibrate.curves import CountTable, ErrorCurve, count_table, error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
-from calibrate.policy import ACTIONS, Policy, PolicySet, load_policy_file
+from calibrate.policy import (
+    ACTIONS,
+    IF_LIMIT_UNPROVEN,
+    Policy,
+    PolicySet,
+    by_action,
+    load_policy_file,
+)
 
 __all__ = [
     "ACTIONS",
@@ -37,6 +44,7 @@ __all__ = [
     "Policy",
     "PolicySet",
     "ThresholdChoice",
+    "ThresholdOption",
     "choose_threshold",
     "choose_threshold_from_curve",
     "choose_thresholds",
@@ -79,6 +87,15 @@ class LimitCheck:
     samples_needed_minimum : int
         The fewest more items that could show the limit at any threshold: at a
         threshold with no errors of this kind (the exact rule of three); 0 when met.
+    lower : float
+        Exact one-sided lower bound of the rate at ``confidence``.
+    refuted : bool
+        ``lower > limit``: the limit is shown to fail at this threshold.
+
+    Notes
+    -----
+    ``confidence`` is the level this limit is tested at: the policy's confidence with
+    one limit, ``1 - (1 - c) / 2`` for each of two (so that both hold together).
     """
 
     error: str
@@ -92,6 +109,8 @@ class LimitCheck:
     met: bool
     samples_needed: int
     samples_needed_minimum: int = 0
+    lower: float = 0.0
+    refuted: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,13 +147,26 @@ class ThresholdChoice:
     has_ranking_information : bool
         False when all scores are equal: then no threshold separates the classes and
         the choice is only "fire on everything" versus "never fire".
-    status : {"ok", "limits_not_met", "no_ranking_information"}
+    status : {"ok", "limits_unproven", "limits_refuted", "no_ranking_information"}
+        ``limits_unproven``: no threshold can be shown to meet the limits with this much
+        data (``samples_needed`` more could); ``limits_refuted``: at every threshold
+        some limit is shown to fail (its exact lower bound exceeds it), so no amount of
+        data helps: the detector cannot meet these limits together.
     explanation : str
         One or two sentences a QC engineer can paste into a ticket.
     next_score_below : float
         The largest calibration score below ``threshold`` (``-inf`` if none): every
         threshold in ``(next_score_below, threshold]`` makes exactly the same decisions
         on the calibration data, which is what exporters need when they must round.
+    options : tuple of ThresholdOption
+        When the limits are not met: what could be deployed instead, each fully
+        evaluated (cost-optimal ignoring the limits, protective, never fire, always
+        fire). Empty when the limits are met.
+    decision : {"deploy", "refuse", "cost_optimal", "protective", "never_fire"}
+        ``deploy`` when the limits hold (or there are none). Otherwise the policy's
+        ``if_limit_unproven``: ``refuse`` means nothing may be exported for the label
+        (the fields above then describe the protective option, for information);
+        any other value names the option these fields describe, deployed by sign-off.
     """
 
     threshold: float
@@ -157,12 +189,49 @@ class ThresholdChoice:
     status: str = "ok"
     explanation: str = ""
     next_score_below: float = -np.inf
+    options: tuple[ThresholdOption, ...] = field(default_factory=tuple)
+    decision: str = "deploy"
+
+    @property
+    def deployable(self) -> bool:
+        """False when the policy refuses to deploy this label (unproven limits)."""
+        return self.decision != "refuse"
+
+    @property
+    def needs_sign_off(self) -> bool:
+        """True when the limits are not met and something is deployed anyway."""
+        return self.decision not in ("deploy", "refuse")
+
+    def option(self, name: str) -> ThresholdChoice | None:
+        """The evaluated option ``name`` (see ``options``), or None."""
+        return next((o.choice for o in self.options if o.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, JSON-serialisable except that ``+inf`` stays a float."""
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.name not in ("options", "limit_checks", "policy")}
+        d["policy"] = self.policy.to_dict()
         d["limit_checks"] = [asdict(c) for c in self.limit_checks]
+        d["options"] = [{"name": o.name, "meaning": o.meaning, **o.choice.to_dict()}
+                        for o in self.options]
         return d
+
+
+class ThresholdOption(NamedTuple):
+    """One thing that could be deployed when a label's limits are not met.
+
+    Attributes
+    ----------
+    name : {"cost_optimal", "protective", "never_fire", "always_fire"}
+    meaning : str
+        What the option is, in words.
+    choice : ThresholdChoice
+        The option fully evaluated: counts, rates, bounds, cost, limit checks.
+    """
+
+    name: str
+    meaning: str
+    choice: ThresholdChoice
 
 
 def format_rate(x: float) -> str:
@@ -223,8 +292,10 @@ def tie_break(cost, false_accepts, index) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def _limit_checks(policy: Policy, errs, conf: float) -> list[LimitCheck]:
-    """One :class:`LimitCheck` per limit of the policy, from the named error counts."""
+def _limit_checks(policy: Policy, errs) -> list[LimitCheck]:
+    """One :class:`LimitCheck` per limit of the policy, from the named error counts,
+    each at the level that makes all of them hold together."""
+    conf = policy.limit_confidence
     counts = {
         "false_accept": (errs.false_accepts, errs.n_false_accept, errs.false_accept_class),
         "false_reject": (errs.false_rejects, errs.n_false_reject, errs.false_reject_class),
@@ -236,8 +307,9 @@ def _limit_checks(policy: Policy, errs, conf: float) -> list[LimitCheck]:
         met = bool(up <= limit)
         need = 0 if met else stats.samples_needed(limit, conf, errors=k, n=n)
         least = 0 if met else stats.samples_needed(limit, conf, errors=0, n=n)
+        low = stats.clopper_pearson_lower(k, n, conf)
         checks.append(LimitCheck(error, limit, conf, int(k), int(n), about, k / n, up, met,
-                                 need, least))
+                                 need, least, float(low), bool(low > limit)))
     return checks
 
 
@@ -247,11 +319,17 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
     parts = [preamble] if preamble else []
     for c in (c for c in checks if not c.met):
         word = c.error.replace("_", " ")
+        head = (f"At this threshold {c.errors} of {c.n:,} {c.about}s are {word}s "
+                f"(rate {format_rate(c.rate)}, {c.confidence:.3g} upper bound "
+                f"{format_rate(c.upper)}), above the limit {format_rate(c.limit)}")
+        if c.refuted:
+            # More error-free samples is no plan when the errors seen already break it.
+            parts.append(f"{head}; the limit is shown to fail here (lower bound "
+                         f"{format_rate(c.lower)}).")
+            continue
         parts.append(
-            f"At this threshold {c.errors} of {c.n:,} {c.about}s are {word}s "
-            f"(rate {format_rate(c.rate)}, {conf:.0%} upper bound {format_rate(c.upper)}), "
-            f"above the limit {format_rate(c.limit)}; showing the limit needs "
-            f"{c.samples_needed:,} more {c.about}s with no further {word}s."
+            f"{head}; showing the limit needs {c.samples_needed:,} more {c.about}s with no "
+            f"further {word}s."
             + (
                 f" No threshold can show it with fewer than {c.samples_needed_minimum:,} more "
                 f"(at a threshold with no {word}s)."
@@ -267,7 +345,14 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
             f"{format_rate(errs.false_accepts / errs.n_false_accept)} (upper "
             f"{format_rate(bounds[0])}), false-reject rate "
             f"{format_rate(errs.false_rejects / errs.n_false_reject)} (upper "
-            f"{format_rate(bounds[1])}) at {conf:.0%} confidence."
+            f"{format_rate(bounds[1])}) at {conf:.0%} confidence, on the data that chose "
+            "the threshold (not adjusted for that choice: held-out figures are the honest "
+            "ones)."
+        )
+    if len(checks) > 1:
+        parts.append(
+            f"The two limits are tested together at {conf:.0%}: each at "
+            f"{checks[0].confidence:.1%} (Bonferroni), since their errors add."
         )
     return " ".join(parts)
 
@@ -287,11 +372,11 @@ def _describe(
     conf = policy.confidence
     fa_up = stats.clopper_pearson_upper(errs.false_accepts, errs.n_false_accept, conf)
     fr_up = stats.clopper_pearson_upper(errs.false_rejects, errs.n_false_reject, conf)
-    checks = _limit_checks(policy, errs, conf)
+    checks = _limit_checks(policy, errs)
     limits_met = all(c.met for c in checks)
     unmet = [c for c in checks if not c.met]
     if status == "ok" and not limits_met:
-        status = "limits_not_met"
+        status = "limits_unproven"
     return ThresholdChoice(
         threshold=float(threshold),
         action=policy.action,
@@ -371,33 +456,121 @@ def _cheapest_in(curve: ErrorCurve, policy: Policy, lo: int, hi: int) -> int:
     return int(index[tie_break(cand_cost, fa, index)])
 
 
-def _unprovable(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> ThresholdChoice:
-    """No threshold can be shown to meet the limits: the cheapest threshold whose
-    observed rates meet them (so samples_needed says how much more data would prove
-    it), or failing that the unconstrained optimum, and say which. Rare: full arrays."""
+def _refuted_everywhere(curve: ErrorCurve, policy: Policy) -> bool:
+    """True when at every candidate some limit's exact lower bound exceeds it.
+
+    One limit alone is never refuted everywhere (never firing has no false rejects,
+    firing on everything no false accepts); two together can be.
+    """
+    thr, fp, fn = curve.with_never_fire()
+    errs = policy.errors(fn, fp, curve.n_positive, curve.n_negative)
+    conf = policy.limit_confidence
+    refuted = np.zeros(thr.size, dtype=bool)
+    for error, limit in policy.limits():
+        k, n = ((errs.false_accepts, errs.n_false_accept) if error == "false_accept"
+                else (errs.false_rejects, errs.n_false_reject))
+        refuted |= np.asarray(stats.clopper_pearson_lower(k, np.full(k.shape, n), conf)) > limit
+    return bool(refuted.all())
+
+
+def _protective_index(curve: ErrorCurve, policy: Policy) -> int | None:
+    """The cost-minimal candidate whose *observed* rates meet every limit, or None.
+
+    For a false-accept limit that the data cannot show, this is typically "catch every
+    observed positive": it protects as far as the data can tell, at a price.
+    """
     thr, fp, fn = curve.with_never_fire()
     n_pos, n_neg = curve.n_positive, curve.n_negative
-    cost = policy.expected_cost(fn, fp, n_pos, n_neg)
     errs = policy.errors(fn, fp, n_pos, n_neg)
-    point_ok = np.ones(thr.size, dtype=bool)
+    ok = np.ones(thr.size, dtype=bool)
     if policy.max_false_accept_rate is not None:
-        point_ok &= errs.false_accepts <= policy.max_false_accept_rate * errs.n_false_accept
+        ok &= errs.false_accepts <= policy.max_false_accept_rate * errs.n_false_accept
     if policy.max_false_reject_rate is not None:
-        point_ok &= errs.false_rejects <= policy.max_false_reject_rate * errs.n_false_reject
-    how = "whose observed rates are within the limits"
-    allowed = np.flatnonzero(point_ok)
+        ok &= errs.false_rejects <= policy.max_false_reject_rate * errs.n_false_reject
+    allowed = np.flatnonzero(ok)
     if allowed.size == 0:
-        allowed = np.arange(thr.size)
-        how = "without the limits (even the observed rates cannot meet them together)"
-    i = int(allowed[tie_break(cost[allowed], errs.false_accepts[allowed], allowed)])
-    msg = (
-        f"No threshold meets every limit at {policy.confidence:.0%} confidence; shown is "
-        f"the cost-minimal threshold {how}."
-    )
-    preamble = f"{preamble} {msg}".strip()
+        return None
+    cost = policy.expected_cost(fn, fp, n_pos, n_neg)
+    # with_never_fire puts "never fire" first, so positions are candidate indices.
+    return int(allowed[tie_break(cost[allowed], errs.false_accepts[allowed], allowed)])
+
+
+_OPTION_MEANINGS = {
+    "cost_optimal": "cost-minimal threshold, ignoring the limits",
+    "protective": "cost-minimal threshold whose observed rates meet the limits",
+    "never_fire": "never fire",
+    "always_fire": "fire on every item",
+}
+
+
+def _options(curve: ErrorCurve, policy: Policy, status: str) -> list[ThresholdOption]:
+    """Every option a person could deploy instead, each fully evaluated."""
+    picks = {"cost_optimal": _cheapest_in(curve, policy, 0, len(curve) + 1),
+             "protective": _protective_index(curve, policy),
+             "never_fire": 0, "always_fire": len(curve)}
+    out = []
+    for name, i in picks.items():
+        if i is None:
+            continue
+        thr, fp, fn = _candidate(curve, i)
+        out.append(ThresholdOption(name, _OPTION_MEANINGS[name],
+                                   _describe(curve, policy, thr, fp, fn, status)))
+    return out
+
+
+def _unmet(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> ThresholdChoice:
+    """No threshold can be shown to meet the limits: lay out the options and deploy
+    only what the policy's ``if_limit_unproven`` says (by default nothing)."""
+    refuted = _refuted_everywhere(curve, policy)
+    new_status = "limits_refuted" if refuted else "limits_unproven"
     if status == "ok":
-        status = "limits_not_met"
-    return _describe(curve, policy, thr[i], int(fp[i]), int(fn[i]), status, preamble)
+        status = new_status
+    options = _options(curve, policy, status)
+    by_name = {o.name: o.choice for o in options}
+    decision = policy.if_limit_unproven
+    if decision not in by_name:  # "refuse", or "protective" when there is none
+        decision = "refuse"
+    shown_name = decision if decision != "refuse" else (
+        "protective" if "protective" in by_name else "cost_optimal")
+    shown = by_name[shown_name]
+    why = (
+        f"No threshold meets every limit at {policy.confidence:.0%} confidence: "
+        + ("at every threshold some limit is shown to fail (its exact lower bound is "
+           "above it), so more data cannot help: the detector cannot meet these limits "
+           "together." if refuted else
+           f"the data cannot show {'them together' if len(policy.limits()) > 1 else 'it'} "
+           "at any threshold (see the samples needed).")
+    )
+    chosen = _describe(curve, policy, shown.threshold, *_neutral_counts(shown, curve),
+                       status, f"{preamble} {why}".strip())
+    listed = "; ".join(
+        f"{o.name.replace('_', '-')} ({_short(o.choice.threshold)}) costs "
+        f"{o.choice.expected_cost:.4g} per item, false accepts "
+        f"{format_rate(o.choice.false_accept_rate)}, false rejects "
+        f"{format_rate(o.choice.false_reject_rate)}" for o in options)
+    if decision == "refuse":
+        others = ", ".join(repr(k) for k in IF_LIMIT_UNPROVEN if k != "refuse")
+        act = (f"Nothing is deployed for this label (if_limit_unproven = \"refuse\"; "
+               f"shown: the {shown_name.replace('_', '-')} option). To deploy one, set "
+               f"if_limit_unproven to one of {others} in the label's policy: a decision "
+               "that needs sign-off.")
+    else:
+        act = (f"The policy deploys the {decision.replace('_', '-')} option "
+               f"(if_limit_unproven = \"{decision}\"): a decision that needs sign-off.")
+    return replace(chosen, options=tuple(options), decision=decision,
+                   samples_needed=None if refuted else chosen.samples_needed,
+                   explanation=f"{chosen.explanation} Options: {listed}. {act}")
+
+
+def _short(t: float) -> str:
+    """A threshold for a sentence (the exact value is in the fields)."""
+    return format_threshold(t) if math.isinf(t) else f"T = {t:.4g}"
+
+
+def _neutral_counts(choice: ThresholdChoice, curve: ErrorCurve) -> tuple[int, int]:
+    """``(false positives, false negatives)`` of an evaluated choice."""
+    fn, fp = by_action(choice.action, choice.false_accepts, choice.false_rejects)
+    return int(fp), int(fn)
 
 
 def choose_threshold_from_curve(curve: ErrorCurve, policy: Policy) -> ThresholdChoice:
@@ -417,9 +590,12 @@ def choose_threshold_from_curve(curve: ErrorCurve, policy: Policy) -> ThresholdC
         warnings.warn(preamble, NoRankingInformationWarning, stacklevel=3)
     lo, hi = _feasible_range(curve, policy)
     if hi <= lo:
-        return _unprovable(curve, policy, status, preamble)
+        return _unmet(curve, policy, status, preamble)
     i = _cheapest_in(curve, policy, lo, hi)
     thr, fp, fn = _candidate(curve, i)
+    if policy.has_limits and lo == len(curve) and len(curve):
+        preamble = (f"{preamble} Only firing on every item meets the limits: every item "
+                    f"is {'rejected' if policy.action == 'reject' else 'let through'}.").strip()
     return _describe(curve, policy, thr, fp, fn, status, preamble)
 
 

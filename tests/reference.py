@@ -49,10 +49,13 @@ def brute_points(scores, positive, *, action, cost_false_accept, cost_false_reje
             fa, n_fa, fr, n_fr = fp, n_neg, fn, n_pos
             cost = cost_false_accept * (1 - pi) * fp / n_neg + cost_false_reject * pi * fn / n_pos
         ok = True
+        # Two limits hold together at `confidence`: each is tested at 1 - alpha/2.
+        both = max_false_accept_rate is not None and max_false_reject_rate is not None
+        level = 1 - (1 - confidence) / 2 if both else confidence
         if max_false_accept_rate is not None:
-            ok &= cp_upper(fa, n_fa, confidence) <= max_false_accept_rate
+            ok &= cp_upper(fa, n_fa, level) <= max_false_accept_rate
         if max_false_reject_rate is not None:
-            ok &= cp_upper(fr, n_fr, confidence) <= max_false_reject_rate
+            ok &= cp_upper(fr, n_fr, level) <= max_false_reject_rate
         rows.append({"threshold": t, "fp": fp, "fn": fn, "fa": fa, "fr": fr,
                      "cost": cost, "feasible": bool(ok)})
     return rows

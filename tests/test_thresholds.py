@@ -70,9 +70,34 @@ def test_choice_matches_brute_force(data, policy):
             assert choice.threshold == max(r["threshold"] for r in exact if r["fa"] == fewest)
     else:
         assert not choice.limits_met
-        assert choice.status in ("limits_not_met", "no_ranking_information")
-        assert choice.samples_needed is not None and choice.samples_needed > 0
+        assert choice.status in ("limits_unproven", "limits_refuted", "no_ranking_information")
         assert "No threshold meets every limit" in choice.explanation
+        # Nothing is deployed by default; every option is laid out and reproducible.
+        assert choice.decision == "refuse" and not choice.deployable
+        names = [o.name for o in choice.options]
+        assert names[0] == "cost_optimal" and {"never_fire", "always_fire"} <= set(names)
+        free = min(r["cost"] for r in rows)
+        assert _close(choice.option("cost_optimal").expected_cost, free)
+        for o in choice.options:
+            row = next(r for r in rows if r["threshold"] == o.choice.threshold)
+            assert (o.choice.false_accepts, o.choice.false_rejects) == (row["fa"], row["fr"])
+        # Refuted: at every threshold some limit's exact lower bound is above it.
+        level = policy["confidence"]
+        if len([k for k in ("max_false_accept_rate", "max_false_reject_rate")
+                if policy[k] is not None]) == 2:
+            level = 1 - (1 - level) / 2
+        n_fa = choice.n_positive if policy["action"] == "reject" else choice.n_negative
+        n_fr = choice.n_negative if policy["action"] == "reject" else choice.n_positive
+        def shown_to_fail(r):
+            lim_fa, lim_fr = policy["max_false_accept_rate"], policy["max_false_reject_rate"]
+            return ((lim_fa is not None and r["fa"] and beta.ppf(1 - level, r["fa"], n_fa - r["fa"] + 1) > lim_fa)
+                    or (lim_fr is not None and r["fr"] and beta.ppf(1 - level, r["fr"], n_fr - r["fr"] + 1) > lim_fr))
+        refuted = all(shown_to_fail(r) for r in rows)
+        assert (choice.status == "limits_refuted") == (choice.has_ranking_information and refuted)
+        if refuted:  # more error-free data is no plan then
+            assert choice.samples_needed is None
+        else:
+            assert choice.samples_needed is not None and choice.samples_needed > 0
 
 
 @settings(max_examples=150, deadline=None)
@@ -141,7 +166,7 @@ def test_limit_out_of_reach_says_how_many_samples():
         s, y, cost_false_accept=50, cost_false_reject=1, max_false_accept_rate=0.001
     )
     assert not c.limits_met
-    assert c.status == "limits_not_met"
+    assert c.status == "limits_unproven" and c.decision == "refuse"
     (check,) = c.limit_checks
     assert check.about == "positive" and check.n == 500
     # Zero escapes seen at the shown threshold: needs 2995 positives in all (rule of three)
@@ -165,7 +190,7 @@ def test_limit_met_with_enough_data_and_bound_reported():
     assert free.false_accept_rate_upper > 0.001
 
 
-def test_conflicting_limits_fall_back_to_unconstrained():
+def test_conflicting_limits_are_refuted_not_fallen_back_from():
     s = np.array([0.9, 0.5, 0.5, 0.1])
     y = np.array([True, True, False, False])
     c = choose_threshold(
@@ -173,7 +198,10 @@ def test_conflicting_limits_fall_back_to_unconstrained():
         max_false_accept_rate=0.01, max_false_reject_rate=0.01,
     )
     assert not c.limits_met
-    assert "without the limits" in c.explanation
+    # Each threshold breaks one limit with 1 error in 2: shown to fail, not "more data".
+    assert c.status == "limits_refuted" and c.samples_needed is None
+    assert "more data cannot help" in c.explanation
+    assert c.threshold == c.option("cost_optimal").threshold and c.option("protective") is None
     assert len(c.limit_checks) == 2
 
 
