@@ -157,11 +157,9 @@ class LimitEvidence:
 
 def _lower_bound(errors: int, n: int, confidence: float) -> float:
     """Exact one-sided lower (Clopper-Pearson) bound of a rate: 0 with no errors."""
-    from scipy.stats import beta
-
     if errors <= 0 or n <= 0:
         return 0.0
-    return float(beta.ppf(1.0 - confidence, errors, n - errors + 1))
+    return float(stats.clopper_pearson_lower(errors, n, confidence))
 
 
 def limit_evidence(errors: int, n: int, limit: float, confidence: float) -> LimitEvidence:
@@ -746,7 +744,11 @@ def _gate_label(store, e: ThresholdEntry, det: str, dep_version: str, model_vers
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoRankingInformationWarning)
         gate.at_deployed = evaluate_threshold(curve, e.threshold, policy)
-        gate.recommended = choose_threshold_from_curve(curve, policy)
+        choice = choose_threshold_from_curve(curve, policy)
+    # When the candidate cannot meet its limits either, nothing is "its optimum" to
+    # deploy; regret is then measured against its cheapest rule (limits ignored), and
+    # the limits are judged on their own.
+    gate.recommended = choice if choice.deployable else (choice.option("cost_optimal") or choice)
     at, opt = gate.at_deployed.expected_cost, gate.recommended.expected_cost
     gate.cost_change = at - e.expected_cost
     gate.cost_change_relative = gate.cost_change / e.expected_cost if e.expected_cost > 0 else None

@@ -9,6 +9,7 @@ Exit codes: 0 success, 2 bad input or usage (the message says what to fix).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from enum import Enum
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -143,6 +145,16 @@ def thresholds(
     split: Annotated[
         Optional[str], typer.Option(help="With --store: only images of this split.")
     ] = None,
+    held_out: Annotated[
+        Optional[str],
+        typer.Option(
+            "--held-out",
+            help="With --store: also evaluate each chosen threshold on this split, the "
+            "honest figures (default: 'test' when --split names another split and the "
+            "store has a test split; '' for none).",
+            show_default=False,
+        ),
+    ] = None,
     policy: Annotated[
         Optional[Path],
         typer.Option(
@@ -211,7 +223,7 @@ def thresholds(
         if store is not None:
             outcome = workflow.choose_from_store(
                 store, policies, detector=detector, model_version=model_version,
-                labels=label, split=split)
+                labels=label, split=split, held_out=held_out)
         else:
             outcome = workflow.choose_from_file(scores_file, policies, labels=label)
         written = workflow.write_thresholds(outcome, output) if output is not None else None
@@ -219,6 +231,8 @@ def thresholds(
         _fail(exc)
     if output_format is OutputFormat.json:
         out.print_json(dumps_json(_rows_for_json(outcome.results)))
+        for note in outcome.notices:  # stdout stays pure JSON
+            err.print(escape(f"note: {note}"), highlight=False)
     else:
         _print_thresholds(outcome)
     if written is not None:
@@ -235,58 +249,107 @@ def _rows_for_json(results) -> list[dict]:
     rows = []
     for r in results:
         d = r.choice.to_dict() if r.choice else {"problem": r.problem}
+        if r.choice is not None:
+            d["deployable"] = r.choice.deployable
+        held = {}
+        if r.held_out_split:
+            held = {"held_out": {"split": r.held_out_split, "flags": list(r.held_out_flags),
+                                 **(r.held_out.to_dict() if r.held_out else {})}}
+            held["held_out"].pop("options", None)
         rows.append({"detector": r.detector, "model_version": r.model_version,
-                     "label": r.label, "n_failed": r.n_failed, **d})
+                     "label": r.label, "n_failed": r.n_failed, **d, **held})
     return rows
+
+
+_DECISION_TEXT = {
+    "deploy": "",
+    "refuse": "[bold red]refused[/]",
+    "cost_optimal": "[yellow]signed off[/]",
+    "protective": "[yellow]signed off[/]",
+    "never_fire": "[yellow]signed off[/]",
+}
+
+
+def _limits_text(c) -> str:
+    """The limits column: met, unproven (more data could show it) or shown to fail."""
+    if not c.limit_checks:
+        return "-"
+    if c.limits_met:
+        return "[green]met[/]"
+    if c.decision != "deploy":
+        return _DECISION_TEXT[c.decision]
+    return "[bold red]FAIL[/]" if any(k.refuted for k in c.limit_checks) else "[red]unproven[/]"
+
+
+def _figures(c) -> list[str]:
+    """Counts, threshold, rates (upper bounds) and cost of one evaluated threshold."""
+    return [
+        f"{c.n_positive:,}/{c.n_negative:,}",
+        f"{c.false_accept_rate * 100:.3g} ({c.false_accept_rate_upper * 100:.3g})",
+        f"{c.false_reject_rate * 100:.3g} ({c.false_reject_rate_upper * 100:.3g})",
+        f"{c.expected_cost:.3g}",
+    ]
 
 
 def _print_thresholds(outcome) -> None:
     results = outcome.results
-    table = Table(title=escape(f"Thresholds from {outcome.source}"), title_justify="left")
-    for col, just in [
-        ("label", "left"), ("detector / version", "left"), ("pos / neg", "right"),
-        ("threshold", "right"), ("false accept (upper)", "right"),
-        ("false reject (upper)", "right"), ("cost / item", "right"), ("limits", "center"),
-        ("samples needed", "right"),
-    ]:
-        table.add_column(col, justify=just, no_wrap=just == "right")
+    out.print(escape(f"Thresholds from {outcome.source}"), highlight=False, soft_wrap=False)
+    table = Table(box=box.SIMPLE_HEAD)
+    for col, just in [("label", "left"), ("threshold", "right"),
+                      ("pos/neg", "right"), ("FA % (up)", "right"),
+                      ("FR % (up)", "right"), ("cost", "right"), ("limits", "left")]:
+        table.add_column(col, justify=just, overflow="fold")
     notes = []
     for r in results:
         c = r.choice
-        version = escape(f"{r.detector} {r.model_version}")
+        version = escape(f"{r.model_version}" if len({x.detector for x in results}) == 1
+                         else f"{r.detector} {r.model_version}")
         label = escape(r.label)
+        name = f"{label} [dim]{version}[/]"
         if c is None:
-            table.add_row(label, version, "", "[yellow]cannot calibrate[/]", "", "", "", "", "")
+            table.add_row(name, "[yellow]cannot calibrate[/]", *[""] * 5)
             notes.append(f"[bold]{label}[/] ({version}): {escape(r.problem or '')}")
             continue
-        if not c.limit_checks:
-            limits = "-"
-        else:
-            limits = "[green]met[/]" if c.limits_met else "[bold red]NOT MET[/]"
-        table.add_row(
-            label,
-            version,
-            f"{c.n_positive:,} / {c.n_negative:,}",
-            _threshold_text(c.threshold),
-            f"{_pct(c.false_accept_rate)} ({_pct(c.false_accept_rate_upper)})",
-            f"{_pct(c.false_reject_rate)} ({_pct(c.false_reject_rate_upper)})",
-            f"{c.expected_cost:.4g}",
-            limits,
-            "-" if c.samples_needed is None else f"{c.samples_needed:,}",
-        )
-        if c.status != "ok":
+        table.add_row(name, escape(_short_threshold(c.threshold)), *_figures(c),
+                      _limits_text(c))
+        if r.held_out is not None:
+            h = r.held_out
+            flag = "[bold yellow]! [/]" if r.held_out_flags else ""
+            table.add_row("", f"{flag}[dim]on {escape(r.held_out_split)}[/]", *_figures(h),
+                          "" if not h.limit_checks else (
+                              "[green]met[/]" if h.limits_met else "[red]not met[/]"))
+        elif r.held_out_split:
+            table.add_row("", f"[dim]on {escape(r.held_out_split)}[/]", "n/a", *[""] * 4)
+        if c.status != "ok" or c.decision != "deploy":
             notes.append(f"[bold]{label}[/] ({version}): {escape(c.explanation)}")
+        for f in r.held_out_flags:
+            notes.append(f"[bold]{label}[/] ({version}): [yellow]{escape(f)}[/]")
     out.print(table)
     conf = {r.choice.policy.confidence for r in results if r.choice}
     failed = outcome.n_failed
     out.print(
-        "Rule: fire when score >= threshold. Upper = exact one-sided Clopper-Pearson bound at "
-        f"{', '.join(f'{c:.0%}' for c in sorted(conf))} confidence"
+        "Rule: fire when score >= threshold (exact values: --format json or the thresholds "
+        "file). FA/FR = false-accept/false-reject rate; (up) = exact one-sided "
+        f"Clopper-Pearson upper bound at {', '.join(f'{c:.0%}' for c in sorted(conf))}. "
+        "The first row of a label is the data that chose the threshold (bounds not "
+        "adjusted for that choice); the 'on <split>' row is held out, the honest one; "
+        "! = they disagree. Two limits on a label are tested together (each at "
+        "1 - alpha/2)"
         + (f"; {failed:,} failed detector call(s) excluded." if failed else "."),
-        highlight=False,
+        highlight=False, soft_wrap=False,
     )
-    for n in notes:
-        out.print(n, highlight=False)
+    # Prose is wrapped to the terminal (soft_wrap off): these are read, not grepped.
+    for n in notes + [escape(f"note: {x}") for x in outcome.notices]:
+        out.print(n, highlight=False, soft_wrap=False)
+    for r in outcome.refused:
+        out.print(escape(f"refused: {r.label} ({r.detector} {r.model_version}) has no "
+                         "deployable threshold; exports leave it out until its policy sets "
+                         "if_limit_unproven (see the options above)."), highlight=False,
+                  soft_wrap=False)
+
+
+def _short_threshold(t: float) -> str:
+    return _threshold_text(t, never="never", always="always") if math.isinf(t) else f"{t:.4g}"
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, object]:

@@ -86,8 +86,8 @@ __all__ = [
 #: Export targets a study may name (those of :func:`calibrate.export.export_to`).
 EXPORT_TARGETS = export.TARGETS
 
-_TOP_KEYS = ("name", "dataset", "store", "split", "report", "policy", "detectors", "run",
-             "defaults", "labels", "export")
+_TOP_KEYS = ("name", "dataset", "store", "split", "held_out", "report", "policy",
+             "detectors", "run", "defaults", "labels", "export")
 _DETECTOR_KEYS = ("detector", "model_version", "options")
 # force would re-score everything on every run, defeating resumability; progress is a
 # property of the terminal, not of the study.
@@ -175,6 +175,10 @@ class Study:
     exports : tuple of ExportSpec
     split : str or None
         Calibrate on images of this split only.
+    held_out : str or None
+        The split each chosen threshold is also evaluated on (the honest figures);
+        None: ``"test"`` when calibrating on another split and the dataset has one;
+        ``""``: none.
     store : Path
     report_dir : Path
     run : dict
@@ -188,6 +192,7 @@ class Study:
     policies: PolicySet
     exports: tuple[ExportSpec, ...] = ()
     split: str | None = None
+    held_out: str | None = None
     store: Path = Path("calibrate.duckdb")
     report_dir: Path = Path("reports")
     run: dict[str, Any] = field(default_factory=dict)
@@ -278,6 +283,7 @@ def load_study(path) -> Study:
         path=p, name=name, dataset=dataset, detectors=_read_detectors(r, data),
         policies=_read_policies(r, data), exports=_read_exports(r, data),
         split=r.string(("split",), data["split"]) if "split" in data else None,
+        held_out=r.string(("held_out",), data["held_out"]) if "held_out" in data else None,
         store=r.rel(r.string(("store",), data.get("store", "calibrate.duckdb"))),
         report_dir=r.rel(r.string(("report",), data.get("report", f"reports/{name}"))),
         run=_read_run(r, data), _locator=loc,
@@ -483,6 +489,10 @@ def _check_against_dataset(study: Study, labeled) -> None:
     if study.split is not None and study.split not in labeled.splits:
         raise study.error(("split",), f"no image of {study.dataset} has split {study.split!r}; "
                           f"its splits are {', '.join(map(repr, labeled.splits)) or 'none'}.")
+    if study.held_out and study.held_out not in labeled.splits:
+        raise study.error(("held_out",), f"no image of {study.dataset} has split "
+                          f"{study.held_out!r}; its splits are "
+                          f"{', '.join(map(repr, labeled.splits)) or 'none'}.")
     # A typo in a label's table would silently give that label the default policy.
     for label in study.policies.labels:
         if label not in labeled.labels:
@@ -579,7 +589,7 @@ def run_study(study, *, progress: bool = True, run_options=None,
         for det_name, ver in keys:
             result.thresholds += choose_thresholds_from_store(
                 store, study.policies, detector=det_name, model_version=ver,
-                dataset=labeled.name, split=study.split,
+                dataset=labeled.name, split=study.split, held_out=study.held_out,
             )
         outputs = _write_outputs(study, labeled, store, keys, result)
         result.report = build_report(

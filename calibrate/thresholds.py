@@ -49,9 +49,11 @@ __all__ = [
     "choose_threshold_from_curve",
     "choose_thresholds",
     "choose_thresholds_from_store",
+    "default_held_out",
     "evaluate_threshold",
     "format_rate",
     "format_threshold",
+    "held_out_flags",
     "load_policy_file",
     "recorded_detection_floor",
     "tie_bound",
@@ -744,6 +746,15 @@ class LabelThreshold:
         The lowest score the version can report, as its runs recorded it.
     dataset, split : str or None
         The images the table counts.
+    held_out : ThresholdChoice or None
+        The chosen threshold evaluated on the held-out split (counts, rates, exact
+        bounds, cost, limit checks): the honest figures, since the calibration split's
+        bounds at a cost-chosen threshold are optimistic. None without a held-out split.
+    held_out_split : str or None
+        Its name.
+    held_out_flags : tuple of str
+        Where the held-out figures disagree with the calibration ones: a rate outside
+        the calibration split's two-sided exact interval, or a limit broken there.
     """
 
     detector: str
@@ -758,6 +769,9 @@ class LabelThreshold:
     detection_floor: float | None = None
     dataset: str | None = None
     split: str | None = None
+    held_out: ThresholdChoice | None = field(default=None, compare=False)
+    held_out_split: str | None = None
+    held_out_flags: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -767,6 +781,64 @@ class LabelThreshold:
     def with_choice(self, choice: ThresholdChoice) -> LabelThreshold:
         """A copy with another choice (e.g. a deployed threshold evaluated here)."""
         return replace(self, choice=choice)
+
+
+def held_out_flags(calibration: ThresholdChoice, held_out: ThresholdChoice) -> tuple[str, ...]:
+    """Where a threshold's held-out figures disagree with its calibration figures.
+
+    A held-out rate outside the calibration split's two-sided exact interval (at the
+    policy's confidence) is flagged, and so is a limit whose held-out observed rate is
+    above it.
+
+    Parameters
+    ----------
+    calibration, held_out : ThresholdChoice
+        The same threshold evaluated on the calibration and the held-out split.
+
+    Returns
+    -------
+    tuple of str
+        One sentence per disagreement; empty when they agree.
+    """
+    conf = calibration.policy.confidence
+    flags = []
+    for word, k, n, rate in (
+        ("false-accept", calibration.false_accepts, _n_of(calibration, "fa"),
+         held_out.false_accept_rate),
+        ("false-reject", calibration.false_rejects, _n_of(calibration, "fr"),
+         held_out.false_reject_rate),
+    ):
+        lo, hi = stats.clopper_pearson_interval(k, n, conf)
+        if not lo <= rate <= hi:
+            flags.append(f"held-out {word} rate {format_rate(rate)} is outside the calibration "
+                         f"{conf:.0%} interval {format_rate(lo)} to {format_rate(hi)}")
+    for c in held_out.limit_checks:
+        if c.rate > c.limit:
+            flags.append(f"held-out {c.error.replace('_', '-')} rate {format_rate(c.rate)} "
+                         f"breaks the limit {format_rate(c.limit)}")
+    return tuple(flags)
+
+
+def _n_of(choice: ThresholdChoice, which: str) -> int:
+    n_fa, n_fr = by_action(choice.action, choice.n_positive, choice.n_negative)
+    return int(n_fa if which == "fa" else n_fr)
+
+
+def _with_held_out(result: LabelThreshold, table_source, split: str) -> LabelThreshold:
+    """``result`` with its chosen threshold evaluated on the held-out split."""
+    if result.choice is None:
+        return replace(result, held_out_split=split)
+    try:
+        curve = error_curve(table_source())
+    except InputError:  # e.g. no positives on the held-out split: nothing honest to show
+        return replace(result, held_out_split=split,
+                       held_out_flags=(f"the {split} split cannot evaluate this label "
+                                       "(one class has no images there)",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoRankingInformationWarning)
+        held = evaluate_threshold(curve, result.choice.threshold, result.choice.policy)
+    return replace(result, held_out=held, held_out_split=split,
+                   held_out_flags=held_out_flags(result.choice, held))
 
 
 def _choose_one(key, table_source, policies: PolicySet, **provenance) -> LabelThreshold:
@@ -854,6 +926,7 @@ def choose_thresholds_from_store(
     labels: list[str] | None = None,
     dataset: str | None = None,
     split: str | None = None,
+    held_out: str | None = None,
 ) -> list[LabelThreshold]:
     """Choose a threshold for every (detector, model version, label) in a score store.
 
@@ -871,18 +944,26 @@ def choose_thresholds_from_store(
         Restrict to these labels.
     dataset, split : str, optional
         Restrict to images of one dataset / split.
+    held_out : str or None, optional
+        The split to evaluate each chosen threshold on (the honest figures). Default:
+        ``"test"`` when calibrating on another split and the store has a ``test``
+        split; ``""`` turns it off.
 
     Returns
     -------
     list of LabelThreshold
     """
-    if split is not None:
-        known = store.splits(dataset)
-        if split not in known:
+    known = store.splits(dataset)
+    for name, what in ((split, "split"), (held_out or None, "held-out split")):
+        if name is not None and name not in known:
             raise InputError(
-                f"no image of {store.path} is in split {split!r}; the splits are "
-                f"{', '.join(known) or 'none (the manifest gave no split)'}."
+                f"unknown {what} {name!r}: no image of {store.path} is in it; the splits "
+                f"are {', '.join(known) or 'none (the manifest gave no split)'}."
             )
+    held_out = default_held_out(split, known) if held_out is None else (held_out or None)
+    if held_out is not None and held_out == split:
+        raise InputError(f"the held-out split {held_out!r} is the split the thresholds are "
+                         "chosen on; a held-out split must be another one.")
     out = []
     for row in store.versions().itertuples():
         if detector is not None and row.detector != detector:
@@ -901,10 +982,23 @@ def choose_thresholds_from_store(
         for label in sorted(every):
             if labels is not None and label not in labels:
                 continue
-            out.append(_choose_one(
+            result = _choose_one(
                 (row.detector, row.model_version, label),
                 lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
                     d, v, lab, **kw),
                 policies, **provenance,
-            ))
+            )
+            if held_out is not None:
+                result = _with_held_out(
+                    result,
+                    lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
+                        d, v, lab, dataset=dataset, split=held_out),
+                    held_out)
+            out.append(result)
     return out
+
+
+def default_held_out(split: str | None, splits) -> str | None:
+    """The held-out split used when none is named: ``"test"`` when the thresholds are
+    chosen on another split and the data has a ``test`` split, else None."""
+    return "test" if split is not None and split != "test" and "test" in splits else None

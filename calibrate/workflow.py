@@ -29,11 +29,14 @@ from calibrate.thresholds_file import thresholds_file_from_results, write_thresh
 __all__ = [
     "ScoreOutcome",
     "ThresholdsOutcome",
+    "check_filters",
+    "check_policy_labels",
     "choose_from_file",
     "choose_from_store",
     "existing_store",
     "open_detector",
     "policies_from",
+    "prevalence_notices",
     "score",
     "store_provenance",
     "write_thresholds",
@@ -185,11 +188,20 @@ class ThresholdsOutcome:
         The store or scores file (and split), as shown to the user.
     datasets : dict
         ``(detector, model_version) -> (dataset name, fingerprint)``, for provenance.
+    notices : list of str
+        Assumptions the numbers rest on that the user did not state (a prevalence taken
+        from the sample, no held-out split), to be shown wherever the numbers are.
     """
 
     results: list[LabelThreshold]
     source: str
     datasets: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[LabelThreshold]:
+        """Results whose limits are not met and whose policy deploys nothing."""
+        return [r for r in self.calibrated if not r.choice.deployable]
 
     @property
     def calibrated(self) -> list[LabelThreshold]:
@@ -212,22 +224,116 @@ def store_provenance(store) -> dict[tuple[str, str], tuple[str, str]]:
 
 def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
                       model_version: str | None = None, labels: list[str] | None = None,
-                      dataset: str | None = None, split: str | None = None) -> ThresholdsOutcome:
+                      dataset: str | None = None, split: str | None = None,
+                      held_out: str | None = None) -> ThresholdsOutcome:
     """Choose every label's threshold from a store file (opened read-only).
+
+    Parameters
+    ----------
+    held_out : str, optional
+        The split each chosen threshold is also evaluated on; default ``"test"`` when
+        calibrating on another split and the store has one; ``""`` for none.
 
     Raises
     ------
     InputError
-        When the store is missing or nothing matches the filters.
+        When the store is missing, a filter names a detector, version, label or split
+        the store does not have, or a policy table names no label of the store.
     """
     with ScoreStore(existing_store(path), read_only=True) as st:
+        versions = st.versions()
+        known = {(r.detector, r.model_version): set(r.labels) | set(
+            st.truth_labels(r.detector, r.model_version)) for r in versions.itertuples()}
+        check_filters(known, detector, model_version, labels, where=str(path))
+        check_policy_labels(policies, set().union(*known.values()) if known else set())
         results = choose_thresholds_from_store(
             st, policies, detector=detector, model_version=model_version, labels=labels,
-            dataset=dataset, split=split,
+            dataset=dataset, split=split, held_out=held_out,
         )
         datasets = store_provenance(st)
+        splits = st.splits(dataset)
     source = str(path) + (f" (split {split})" if split else "")
-    return _non_empty(ThresholdsOutcome(results, source, datasets))
+    outcome = _non_empty(ThresholdsOutcome(results, source, datasets))
+    if not any(r.held_out_split for r in results):
+        outcome.notices.append(
+            "No held-out split: the bounds shown are from the data that chose each "
+            "threshold and are optimistic"
+            + (f" (the store's splits: {', '.join(splits)}; calibrate on one with "
+               "--split and the 'test' split is used as held-out)." if splits else
+               " (give the manifest a 'split' column to hold images out)."))
+    outcome.notices += prevalence_notices(results)
+    return outcome
+
+
+def check_filters(known: dict[tuple[str, str], set[str]], detector: str | None,
+                  model_version: str | None, labels: list[str] | None, *, where: str) -> None:
+    """Refuse a detector, model version or label that the data does not have.
+
+    Parameters
+    ----------
+    known : dict
+        ``(detector, model_version) -> labels`` of the data.
+    where : str
+        The store or file, for the message.
+
+    Raises
+    ------
+    InputError
+        Naming what was asked for and listing what there is.
+    """
+    def listing(items) -> str:
+        return ", ".join(sorted(items)) or "none"
+
+    if detector is not None and detector not in {d for d, _ in known}:
+        raise InputError(f"unknown detector {detector!r}: {where} has "
+                         f"{listing({d for d, _ in known})}.")
+    if model_version is not None:
+        have = {v for d, v in known if detector is None or d == detector}
+        if model_version not in have:
+            raise InputError(f"unknown model version {model_version!r}"
+                             + (f" of {detector}" if detector else "")
+                             + f": {where} has {listing(f'{d} {v}' for d, v in known)}.")
+    if labels:
+        have = set().union(*(ls for (d, v), ls in known.items()
+                             if (detector is None or d == detector)
+                             and (model_version is None or v == model_version)))
+        unknown = sorted(set(labels) - have)
+        if unknown:
+            raise InputError(f"unknown label(s) {', '.join(map(repr, unknown))}: "
+                             f"{where} has {listing(have)}.")
+
+
+def check_policy_labels(policies: PolicySet, labels: set[str]) -> None:
+    """Refuse a policy table ``[labels.X]`` that names no label of the data: a typo there
+    would silently give that label the default policy (and drop its limits).
+
+    Raises
+    ------
+    InputError
+        With the policy file's line when known, listing the labels there are.
+    """
+    for name in policies.labels:
+        if name in labels:
+            continue
+        msg = (f"policy table [labels.{name}] matches no label of the data; the labels are "
+               f"{', '.join(sorted(labels)) or 'none'}. Fix the name or remove the table.")
+        if policies.locator is not None:
+            raise policies.locator.error(("labels", name), msg)
+        raise InputError(f"{policies.source}: {msg}")
+
+
+def prevalence_notices(results: list[LabelThreshold]) -> list[str]:
+    """One notice per label whose cost used the sample's prevalence, none given."""
+    out = []
+    for r in results:
+        c = r.choice
+        if c is not None and c.policy.prevalence is None:
+            out.append(
+                f"{r.label} ({r.detector} {r.model_version}): no prevalence in the policy, so "
+                f"cost uses the sample's {c.prevalence:.3g} ({c.n_positive:,} of "
+                f"{c.n_positive + c.n_negative:,}); labeled sets are often enriched, so set "
+                "the line's real rate with 'prevalence'.")
+    return out
 
 
 def choose_from_file(path, policies: PolicySet, *,
@@ -237,22 +343,25 @@ def choose_from_file(path, policies: PolicySet, *,
     Raises
     ------
     InputError
-        When the table is invalid, a requested label is not in it, or it is empty.
+        When the table is invalid, a requested label is not in it, a policy table
+        names no label of it, or it is empty.
     """
     p = Path(path)
     frame = read_scores_table(p)
+    known = {k: set(g["label"]) for k, g in frame.groupby(["detector", "model_version"])}
+    check_filters(known, None, None, labels, where=str(p))
+    check_policy_labels(policies, set(frame["label"]))
     if labels:
-        unknown = sorted(set(labels) - set(frame["label"]))
-        if unknown:
-            raise InputError(
-                f"label(s) {', '.join(unknown)} not in {p}; it has "
-                f"{', '.join(sorted(frame['label'].unique()))}."
-            )
         frame = frame[frame["label"].isin(labels)]
     results = choose_thresholds(frame, policies)
     digest = "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
     datasets = {(r.detector, r.model_version): (p.name, digest) for r in results}
-    return _non_empty(ThresholdsOutcome(results, str(p), datasets))
+    outcome = _non_empty(ThresholdsOutcome(results, str(p), datasets))
+    outcome.notices.append("No held-out split: a scores table has none, so the bounds "
+                           "shown are from the data that chose each threshold and are "
+                           "optimistic.")
+    outcome.notices += prevalence_notices(results)
+    return outcome
 
 
 def _non_empty(outcome: ThresholdsOutcome) -> ThresholdsOutcome:

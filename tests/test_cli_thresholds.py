@@ -70,7 +70,9 @@ def test_table_output_and_unmet_limit(scores_csv, tmp_path):
                         env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "scratch" in res.stdout and "dent" in res.stdout
-    assert "NOT MET" in res.stdout
+    # An unproven limit is a decision, not a fallback: refused by default, options shown.
+    assert "refused" in res.stdout and "if_limit_unproven" in res.stdout
+    assert "Options: cost-optimal" in res.stdout
     assert "more positives with no further false accepts" in res.stdout
 
 
