@@ -620,6 +620,8 @@ def _candidate_labels(store, det: str, model_version: str, split: str | None) ->
             f"the store has no scores of {det} {model_version}; it has {have or 'nothing'}. "
             "Score the candidate first: calibrate score --detector ... --model-version ..."
         )
+    # A gate on part of the candidate's data would pass or fail on a sample nobody chose.
+    store.require_complete(det, model_version)
     labels = set(row.iloc[0]["labels"])
     if split is not None:
         splits = store.splits()
@@ -721,6 +723,24 @@ def check_thresholds(
                        max_regret=tol_regret, max_cost_increase=tol_cost)
 
 
+def _gate_refused(gate: LabelGate, curve, policy: Policy, model_version: str) -> LabelGate:
+    """A label the thresholds file refused: nothing was deployed, so there is no cutoff
+    to gate; say so, and what the candidate's own data says about the limits now."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoRankingInformationWarning)
+        choice = choose_threshold_from_curve(curve, policy)
+    gate.recommended = choice
+    now = ("its limits can be shown on these data at the candidate's own cutoff "
+           f"{_num(choice.threshold)}" if choice.limits_met else
+           f"its limits are still not shown on these data ({choice.status.replace('_', ' ')})")
+    gate.criteria.append(Criterion(
+        "deployment", PASS,
+        "nothing was deployed for this label: its limits could not be shown when the "
+        "thresholds were chosen and the policy refused it (if_limit_unproven = \"refuse\"); "
+        f"the file's figures are for information only. For {model_version}, {now}."))
+    return gate
+
+
 def _gate_label(store, e: ThresholdEntry, det: str, dep_version: str, model_version: str,
                 cand_labels: set, split: str | None, max_regret: float | None,
                 max_cost_increase: float | None) -> LabelGate:
@@ -741,6 +761,8 @@ def _gate_label(store, e: ThresholdEntry, det: str, dep_version: str, model_vers
     # Costs are compared at the deployed prevalence: the candidate's labeled set may
     # mix classes differently, which says nothing about the production line.
     policy = replace(e.policy, prevalence=e.prevalence)
+    if not e.deployable:
+        return _gate_refused(gate, curve, policy, model_version)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoRankingInformationWarning)
         gate.at_deployed = evaluate_threshold(curve, e.threshold, policy)

@@ -26,6 +26,7 @@ from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.errors import CalibrateError
 from calibrate.io import dumps_json
 from calibrate.policy import PolicySet
+from calibrate.secrets import scrub
 from calibrate.thresholds import format_rate as _pct
 from calibrate.thresholds import format_threshold as _threshold_text
 
@@ -112,13 +113,43 @@ def _root(
 
 def _fail(exc: Exception) -> None:
     # Messages quote keys like [labels.crack]: data, not rich markup.
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(scrub(str(exc)))}", highlight=False)
     raise typer.Exit(2)
 
 
 def _say(line: str) -> None:
     # Label names and paths are data, not rich markup ("[labels.crack]" must survive).
     out.print(line, markup=False, highlight=False)
+
+
+# Options of 'thresholds --store' that say which data is counted, defined here so that
+# the command stays short.
+HeldOutOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--held-out",
+        help="With --store: also evaluate each chosen threshold on this split, the "
+        "honest figures (default: 'test' when --split names another split and the "
+        "store has a test split; '' for none).",
+        show_default=False,
+    ),
+]
+DatasetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dataset",
+        help="With --store: count this dataset (default: the latest each version ran on; "
+        "other datasets are never counted with it).",
+    ),
+]
+AllowIncompleteOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-incomplete",
+        help="With --store: choose even where a version's latest run is unfinished "
+        "(refused by default, exit 2); every output then says INCOMPLETE DATA.",
+    ),
+]
 
 
 @app.command()
@@ -145,16 +176,9 @@ def thresholds(
     split: Annotated[
         Optional[str], typer.Option(help="With --store: only images of this split.")
     ] = None,
-    held_out: Annotated[
-        Optional[str],
-        typer.Option(
-            "--held-out",
-            help="With --store: also evaluate each chosen threshold on this split, the "
-            "honest figures (default: 'test' when --split names another split and the "
-            "store has a test split; '' for none).",
-            show_default=False,
-        ),
-    ] = None,
+    held_out: HeldOutOption = None,
+    dataset: DatasetOption = None,
+    allow_incomplete: AllowIncompleteOption = False,
     policy: Annotated[
         Optional[Path],
         typer.Option(
@@ -223,7 +247,8 @@ def thresholds(
         if store is not None:
             outcome = workflow.choose_from_store(
                 store, policies, detector=detector, model_version=model_version,
-                labels=label, split=split, held_out=held_out)
+                labels=label, split=split, held_out=held_out,
+                dataset=dataset, allow_incomplete=allow_incomplete)
         else:
             outcome = workflow.choose_from_file(scores_file, policies, labels=label)
         written = workflow.write_thresholds(outcome, output) if output is not None else None
@@ -257,7 +282,8 @@ def _rows_for_json(results) -> list[dict]:
                                  **(r.held_out.to_dict() if r.held_out else {})}}
             held["held_out"].pop("options", None)
         rows.append({"detector": r.detector, "model_version": r.model_version,
-                     "label": r.label, "n_failed": r.n_failed, **d, **held})
+                     "label": r.label, "n_failed": r.n_failed, **d, **held,
+                     **({"data_warnings": list(r.data_warnings)} if r.data_warnings else {})})
     return rows
 
 
@@ -427,12 +453,18 @@ def score(
 ) -> None:
     """Run a detector over a labeled image set and keep every score in the store.
 
-    Resumable: if the command is interrupted (Ctrl-C, a crash, kill -9), run it again and
-    it scores only the images that are not yet stored. Failed images are recorded as
-    failures with their reason, never as scores.
+    Resumable: if the command is interrupted (Ctrl-C, SIGTERM, a crash, kill -9), run it
+    again and it scores only the images that are not yet stored. Failed images are
+    recorded as failures with their reason, never as scores. Ctrl-C and SIGTERM commit
+    what finished and mark the run interrupted; the exit status is then 130 (Ctrl-C) or
+    143 (SIGTERM, 128 + 15, as a process killed by it reports). --dry-run writes nothing,
+    not even a new store file.
     """
     from calibrate import workflow
-    from calibrate.runner import RunOptions
+    from calibrate.manifest import read_manifest
+    from calibrate.pricing import estimate_cost
+    from calibrate.runner import RunOptions, Terminated, plan_run, stop_on_sigterm
+    from calibrate.store import ScoreStore
 
     def show_plan(o) -> None:
         if o.estimate is not None:
@@ -442,23 +474,35 @@ def score(
                 highlight=False,
             )
 
+    def plan_only(opts: RunOptions) -> None:
+        # workflow.score opens the store for writing, which creates a missing file (and
+        # migrates an old one): a dry run reads the store, or plans against an empty one.
+        labeled = read_manifest(dataset)
+        exists = store.exists()
+        with workflow.open_detector(detector, model_version, _parse_options(option)) as det, \
+                ScoreStore(store if exists else ":memory:", read_only=exists) as st:
+            plan = plan_run(labeled, det, st, opts)
+            show_plan(workflow.ScoreOutcome(labeled, det.name, det.model_version, plan,
+                                            estimate_cost(det, plan.to_score, price_file)))
+
     try:
         opts = RunOptions(
             concurrency=concurrency, rate_limit=rate_limit, max_attempts=max_attempts,
             timeout=timeout, force=force, max_calls=max_calls, progress=progress,
         )
-        outcome = workflow.score(
-            dataset, detector, store, model_version=model_version,
-            options=_parse_options(option), run_options=opts, dry_run=dry_run,
-            price_file=price_file, on_plan=show_plan,
-        )
-    except KeyboardInterrupt:
+        if dry_run:
+            return plan_only(opts)
+        with stop_on_sigterm():
+            outcome = workflow.score(
+                dataset, detector, store, model_version=model_version,
+                options=_parse_options(option), run_options=opts,
+                price_file=price_file, on_plan=show_plan,
+            )
+    except KeyboardInterrupt as exc:
         err.print("interrupted: everything finished so far is stored; run the same command to resume.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     except CalibrateError as exc:
         _fail(exc)
-    if dry_run:
-        return
     _print_score_summary(outcome, store, max_calls)
 
 
@@ -537,11 +581,15 @@ def runs(
     out.print(table)
     if fails is not None and len(fails):
         ft = Table(title="Failures", title_justify="left")
-        fcols = [c for c in ("run_id", "image_id", "kind", "attempts", "message") if c in fails.columns]
+        fcols = [c for c in ("run_id", "image_id", "kind", "attempts", "recovered", "message")
+                 if c in fails.columns]
         for c in fcols:
             ft.add_column(c)
         for _, row in fails.iterrows():
-            ft.add_row(*[escape(str(row[c])) for c in fcols])
+            # A failure a later resume recovered is history, not a missing score.
+            cells = [("yes: scored later" if row[c] else "no") if c == "recovered"
+                     else str(row[c]) for c in fcols]
+            ft.add_row(*[escape(x) for x in cells])
         out.print(ft)
 
 
@@ -589,11 +637,27 @@ def export_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Viam merge: print the diff, change nothing.")
     ] = False,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing",
+            help="Rekognition, IMM: leave out labels that cannot be calibrated (listed under "
+            "\"uncalibrated\") instead of refusing them. Viam leaves them out anyway, with "
+            "a warning that it drops their detections.",
+        ),
+    ] = False,
 ) -> None:
     """Write calibrated thresholds as config a deployment reads.
 
     Rounding to the target's precision never changes a decision on the calibration data
     where a value of that precision can keep it; otherwise the export says so.
+
+    A label whose policy refuses it (limits not shown, if_limit_unproven = "refuse") is
+    never exported: every other label is written, the refused one gets one line with its
+    options and the policy key to set, and the command exits 1. A label deployed by
+    sign-off is written with a warning. Exit codes: 0 written; 1 written, but some
+    labels were refused (named on stderr); 2 bad input, nothing written (e.g. a 0-1
+    detector's thresholds --to rekognition).
     """
     from calibrate.export import export_to, read_thresholds_file
 
@@ -606,6 +670,8 @@ def export_cmd(
         )
     elif machine_config or dry_run:
         _fail(CalibrateError("--machine-config and --dry-run only apply to --to viam."))
+    if allow_missing and to in (ExportTarget.rekognition, ExportTarget.alibaba_imm):
+        options["allow_missing"] = True
     try:
         tf = read_thresholds_file(thresholds_file)
         if output is None and not (to is ExportTarget.viam and machine_config):
@@ -621,14 +687,18 @@ def export_cmd(
                                model_version=model_version, **options)
     except CalibrateError as exc:
         _fail(exc)
+    # Label names and messages are data, not rich markup.
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    for line in result.refused:
+        err.print(f"[bold red]refused:[/] {escape(line)}", highlight=False)
     if result.diff:
         out.print(result.diff, highlight=False, markup=False)
-    if result.dry_run:
-        out.print(f"dry run: {result.path} not changed", highlight=False)
-    else:
-        out.print(f"wrote {result.path}", highlight=False)
+    without = f" without {len(result.refused)} refused label(s)" if result.refused else ""
+    out.print(f"dry run: {result.path} not changed{without}" if result.dry_run
+              else f"wrote {result.path}{without}", highlight=False, markup=False)
+    if result.refused:
+        raise typer.Exit(1)
 
 
 class CheckFormat(str, Enum):
@@ -669,6 +739,7 @@ def check(
         CheckFormat, typer.Option("--format", help="table, markdown (merge request comment) or json.")
     ] = CheckFormat.table,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
+    allow_incomplete: AllowIncompleteOption = False,
 ) -> None:
     """Retraining gate: do the deployed thresholds still hold for a candidate model version?
 
@@ -692,7 +763,7 @@ def check(
     try:
         tf = read_thresholds_file(thresholds_file)
         with ScoreStore(workflow.existing_store(store, hint="score the candidate first"),
-                        read_only=True) as st:
+                        read_only=True, allow_incomplete=allow_incomplete) as st:
             report = check_thresholds(
                 tf, st, model_version=model_version, detector=detector,
                 deployed_version=deployed_version, split=split, labels=label,
@@ -771,7 +842,17 @@ def report(
     split: Annotated[
         Optional[str], typer.Option(help="Calibrate on images of this split only.")
     ] = None,
+    held_out: Annotated[
+        Optional[str],
+        typer.Option(
+            "--held-out",
+            help="Also show each chosen threshold on this split (default: 'test' when "
+            "--split names another split and the store has a test split; '' for none).",
+            show_default=False,
+        ),
+    ] = None,
     title: Annotated[Optional[str], typer.Option(help="Title of the report.")] = None,
+    allow_incomplete: AllowIncompleteOption = False,
 ) -> None:
     """Write the calibration report: one self-contained HTML file, a Markdown summary and
     every figure as PNG and SVG.
@@ -782,14 +863,16 @@ def report(
     """
     from calibrate import workflow
     from calibrate.report import write_report
+    from calibrate.store import ScoreStore
 
     try:
         workflow.existing_store(store)
         policies = workflow.policies_from(policy)
-        result = write_report(
-            store, policies, out_dir, detector=detector, model_versions=model_version,
-            split=split, title=title,
-        )
+        with ScoreStore(store, read_only=True, allow_incomplete=allow_incomplete) as st:
+            result = write_report(
+                st, policies, out_dir, detector=detector, model_versions=model_version,
+                split=split, held_out=held_out, title=title,
+            )
     except CalibrateError as exc:
         _fail(exc)
     _say(f"report: {result.html_path}")
@@ -811,11 +894,20 @@ def run_cmd(
     The study file names the dataset, detectors and model versions, per-label policies,
     export targets and where the store and report go. Re-run it after every retraining
     or after an interruption: scoring resumes and skips what the store already holds.
+
+    Exit codes: 0 done; 1 done, but an export refused some labels (the 'refused:'
+    lines: limits no threshold can show, and no sign-off in the policy); 2 bad input.
     """
+    from calibrate.runner import Terminated, stop_on_sigterm
     from calibrate.study import load_study, run_study
 
     try:
-        result = run_study(load_study(study), progress=progress)
+        with stop_on_sigterm():  # SIGTERM anywhere in the study, like Ctrl-C
+            result = run_study(load_study(study), progress=progress)
+    except Terminated:
+        err.print("terminated: everything scored so far is stored; run the same command to "
+                  "resume.")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         err.print("interrupted: everything scored so far is stored; run the same command to resume.")
         raise typer.Exit(130) from None
@@ -823,11 +915,22 @@ def run_cmd(
         _fail(exc)
     for line in result.lines():
         _say(line)
+    if result.exit_code:  # everything else was written; the refused labels are named
+        raise typer.Exit(result.exit_code)
 
 
 def main() -> None:  # pragma: no cover - console script entry point
     """Entry point of the ``calibrate`` console script."""
-    app()
+    try:
+        app()
+    except OSError as exc:
+        # A last line of defence: every writer raises OutputError with the path, but a
+        # file-system failure that slipped through is still the user's to fix (exit 2),
+        # never a traceback, and never exit 1 (a failed gate for 'check').
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(escape(f"error: cannot access{where}: {exc.strerror or exc}."),
+                  highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

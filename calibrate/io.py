@@ -13,9 +13,19 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "dumps_json", "from_jsonable", "jsonable"]
+from calibrate.errors import OutputError
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "dumps_json",
+    "ensure_folder",
+    "from_jsonable",
+    "jsonable",
+]
 
 
 def jsonable(value):
@@ -50,34 +60,107 @@ def dumps_json(value, *, indent: int | None = 2) -> str:
     return json.dumps(jsonable(value), indent=indent, allow_nan=False) + "\n"
 
 
-def atomic_write_text(path, text: str) -> None:
+#: A temp file of an interrupted write older than this is left over, not in use.
+_STALE_SECONDS = 600
+
+
+def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
 
     A crash or an error at any point leaves either the old file or the new one, never a
-    half-written file.
+    half-written file. A symlink is written *through*: its target is replaced (keeping
+    the target's mode and, where allowed, owner) and the link stays a link. Temp files
+    that an interrupted earlier write left beside the target are removed.
 
     Parameters
     ----------
     path : str or Path
     text : str
+
+    Returns
+    -------
+    Path
+        ``path`` as given.
+
+    Raises
+    ------
+    OutputError
+        When the file cannot be written (a read-only or missing folder, a path under a
+        file, no permission), naming the path and the reason.
     """
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """:func:`atomic_write_text` for bytes (e.g. a PNG)."""
+    given = Path(path)
+    target = Path(os.path.realpath(given)) if given.is_symlink() else given
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        _remove_stale_temps(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                   dir=target.parent or ".")
+    except OSError as exc:
+        raise OutputError.from_os_error(given, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if p.exists():
-            os.chmod(tmp, p.stat().st_mode & 0o7777)
-        else:  # mkstemp makes 0600; a new config file gets the usual umask mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, p)
-    except BaseException:
+        _copy_mode_and_owner(target, tmp)
+        os.replace(tmp, target)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise OutputError.from_os_error(given, exc) from None
         raise
+    return given
+
+
+def ensure_folder(path) -> Path:
+    """Create folder ``path`` (and its parents), or say in one line why it cannot be.
+
+    Raises
+    ------
+    OutputError
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError.from_os_error(p, exc) from None
+    return p
+
+
+def _copy_mode_and_owner(target: Path, tmp: str) -> None:
+    if target.exists():
+        st = target.stat()
+        os.chmod(tmp, st.st_mode & 0o7777)
+        try:  # only root (or the owner, to its own groups) may; otherwise keep ours
+            os.chown(tmp, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass
+    else:  # mkstemp makes 0600; a new config file gets the usual umask mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove temp files a killed earlier write of ``target`` left behind.
+
+    Only files older than :data:`_STALE_SECONDS` go, so a concurrent writer's temp file
+    is never pulled from under it.
+    """
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for tmp in folder.glob(f".{target.name}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > _STALE_SECONDS:
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove: the write itself decides

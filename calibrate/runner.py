@@ -12,36 +12,56 @@ A run is three steps: resume (:func:`resume_point`, shared with :func:`plan_run`
 images the matching run already finished), schedule (:class:`calibrate.scheduler.Scheduler`
 calls the detector in a thread or process pool, with the rate limit, retries, timeouts
 and the call budget) and finish (commit the rest, close the run with its status).
+
+A run never outlives its process, nor leaves anything behind it: SIGTERM is handled
+like Ctrl-C (:func:`stop_on_sigterm`: what finished is committed and the run is marked
+interrupted); process-pool workers end with their parent even when it is killed with
+SIGKILL (:func:`_die_with_parent`); and a call abandoned after its timeout keeps
+neither a thread nor a process that the interpreter would wait for at exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import math
+import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
+import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from calibrate.detectors.base import (
-    Detection,
     Detector,
     DetectorError,
     FatalDetectorError,
     ImageError,
     RetryableError,
 )
+from calibrate.detectors.validation import call_detector, check_detection
 from calibrate.errors import CalibrateError, InputError
-from calibrate.scheduler import FuturesPool, Scheduler, SchedulerConfig, Tally
+from calibrate.scheduler import DaemonThreadExecutor, FuturesPool, Scheduler, SchedulerConfig, Tally
 
 if TYPE_CHECKING:
     from calibrate.store import RunInfo
 
-__all__ = ["ResumePoint", "RunOptions", "RunPlan", "RunSummary", "plan_run", "resume_point", "score_dataset"]
+__all__ = [
+    "ResumePoint",
+    "RunOptions",
+    "RunPlan",
+    "RunSummary",
+    "Terminated",
+    "plan_run",
+    "resume_point",
+    "score_dataset",
+    "stop_on_sigterm",
+]
 
 #: Failure kinds a resumed run tries again (the store's default, named here so that the
 #: lookup and the reopening cannot disagree).
@@ -205,15 +225,132 @@ class _Writer:
             raise self.error
 
 
+# -- stopping -------------------------------------------------------------------------
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived during a run (see :func:`stop_on_sigterm`).
+
+    A :class:`KeyboardInterrupt`, so that every clean-up that serves Ctrl-C serves it
+    too; callers that want the conventional exit status 143 (128 + SIGTERM) catch it
+    first.
+    """
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Handle SIGTERM like Ctrl-C while the block runs: raise :class:`Terminated`.
+
+    Only in the main thread (the only one Python delivers signals to) and only while
+    SIGTERM has its default action: a handler the application installed is left alone.
+    A second SIGTERM while the first is being handled is ignored, so that it cannot
+    break off the clean-up that commits the finished images and marks the run
+    interrupted (SIGKILL still ends the process at once). The previous handler is
+    restored on exit.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise Terminated(f"received signal {signum} (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 # Worker side. A process pool gets the detector once, through the initializer.
 _WORKER_DETECTOR: Detector | None = None
+#: Seconds between a worker's checks that its parent is still there (where the kernel
+#: cannot tell it at once: everywhere but Linux).
+_PARENT_POLL = 0.25
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _init_worker(detector: Detector) -> None:
+def _init_worker(detector: Detector, parent_pid: int) -> None:
     global _WORKER_DETECTOR
     _WORKER_DETECTOR = detector
-    # Ctrl-C is the main process's business: it stops dispatching and shuts the pool.
+    # Ctrl-C and SIGTERM are the main process's business: it stops dispatching, commits
+    # and kills the workers itself. A worker dying of a signal sent to the whole process
+    # group would instead fail its call as an error before the parent saw the signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker process as soon as its parent is gone, however it went.
+
+    A worker waits for work on a pipe that it holds open itself, so it never notices
+    its parent's death: after a ``kill -9`` of ``calibrate score`` the workers lived on,
+    holding the store file and the parent's stdout (``calibrate score | tee log`` never
+    returned). On Linux the kernel sends SIGKILL when the parent dies (prctl
+    PR_SET_PDEATHSIG), even to a worker stuck in C code; everywhere, a daemon thread
+    watches the parent too.
+    """
+    _set_parent_death_signal()
+    # The parent as this process sees it: the fork server, not the main process, under
+    # the forkserver start method (it exits with the main process). Read before the
+    # liveness check, so that a parent dying in between is still seen as a change.
+    watched = os.getppid()
+    if not _pid_alive(parent_pid):
+        os._exit(1)  # orphaned before the watch began
+    threading.Thread(
+        target=_watch_parent, args=(watched,), name="calibrate-parent-watch", daemon=True
+    ).start()
+
+
+def _set_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        # The signal comes when the *thread* that started the worker ends: that is the
+        # thread running the scheduler, which shuts the pool before it returns.
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no usable libc: the watch thread still works
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:  # Windows: signal 0 is not supported; the watch thread decides
+        return True
+    return True
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit the process once the parent is gone (runs in a daemon thread)."""
+    # On POSIX an orphan is re-parented at once, so its parent id changes. Windows
+    # keeps the old id; there multiprocessing's handle on the parent is waited on.
+    sentinel = None
+    if os.name != "posix":
+        sentinel = getattr(multiprocessing.parent_process(), "sentinel", None)
+    while True:
+        if sentinel is not None:
+            if multiprocessing.connection.wait([sentinel], _PARENT_POLL):
+                break
+        else:
+            time.sleep(_PARENT_POLL)
+            if os.getppid() != parent:
+                break
+    # os._exit, not sys.exit: the main thread may be inside a detector call for minutes,
+    # and nothing here needs flushing: results only ever go to the parent, now gone.
+    os._exit(1)
 
 
 def _attempt_in_worker(image) -> tuple[str, Any]:
@@ -230,7 +367,10 @@ def _attempt(detector: Detector, image, stamp: list | None = None) -> tuple[str,
     if stamp is not None:
         stamp.append(time.monotonic())
     try:
-        detection = detector.detect(image)
+        # Both inside the try: a malformed stated contract (labels, score_range) is a
+        # FatalDetectorError, and sys.exit() in a plugin becomes one too.
+        detection = call_detector(detector, image)
+        problem = check_detection(detection, detector)
     except RetryableError as exc:
         return "retry", (str(exc), exc.retry_after)
     except ImageError as exc:
@@ -243,23 +383,9 @@ def _attempt(detector: Detector, image, stamp: list | None = None) -> tuple[str,
         return "image", str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded with its type, never a score
         return "error", f"{type(exc).__name__}: {exc}"
-    problem = _check_detection(detection)
     if problem:
         return "error", problem
     return "ok", detection
-
-
-def _check_detection(detection) -> str | None:
-    if not isinstance(detection, Detection):
-        return f"detector returned {type(detection).__name__}, not a Detection"
-    for r in detection.results:
-        try:
-            s = float(r.score)
-        except (TypeError, ValueError):
-            return f"detector returned a non-numeric score {r.score!r} for label {r.label!r}"
-        if not math.isfinite(s):
-            return f"detector returned score {s} for label {r.label!r}; a score must be finite"
-    return None
 
 
 # -- resume ---------------------------------------------------------------------------
@@ -283,12 +409,18 @@ class ResumePoint:
     retryable : frozenset of str
         Ids the run gave up on for transient reasons (throttling, timeouts): not done;
         a resumed run calls them again.
+    reusable : frozenset of str
+        Ids not done that some run of the same detector, model version and settings
+        already scored with the same content (id and content hash), on any dataset:
+        their results are copied into the run when it opens, never sent again. Empty
+        when forced.
     """
 
     fingerprint: str
     run: RunInfo | None
     done: frozenset[str]
     retryable: frozenset[str]
+    reusable: frozenset[str] = frozenset()
 
 
 def resume_point(dataset, detector: Detector, store, *, force: bool = False) -> ResumePoint:
@@ -309,22 +441,28 @@ def resume_point(dataset, detector: Detector, store, *, force: bool = False) -> 
     ResumePoint
     """
     fingerprint = dataset.fingerprint
-    run = None if force else store.find_run(
-        detector.name, detector.model_version, fingerprint, dataset.name
-    )
-    if run is None:
+    if force:
         return ResumePoint(fingerprint, None, frozenset(), frozenset())
-    known = {img.image_id for img in dataset.images} | {p.image_id for p in dataset.problems}
-    retryable = frozenset(store.failed_image_ids(run.run_id, kinds=_RETRIED_ON_RESUME) & known)
-    done = frozenset(store.done_image_ids(run.run_id) & known) - retryable
-    return ResumePoint(fingerprint, run, done, retryable)
+    run = store.find_run(detector.name, detector.model_version, fingerprint, dataset.name)
+    retryable = done = frozenset()
+    if run is not None:
+        known = {img.image_id for img in dataset.images} | {p.image_id for p in dataset.problems}
+        retryable = frozenset(store.failed_image_ids(run.run_id, kinds=_RETRIED_ON_RESUME) & known)
+        done = frozenset(store.done_image_ids(run.run_id) & known) - retryable
+    # Only usable images: a file the manifest reader now rejects is recorded as a
+    # failure, whatever an earlier run made of it.
+    reusable = frozenset(store.reusable_image_ids(
+        detector.name, detector.model_version, dict(detector.settings()), dataset.images
+    )) - done
+    return ResumePoint(fingerprint, run, done, retryable, reusable)
 
 
 def plan_run(dataset, detector: Detector, store, options: RunOptions | None = None) -> RunPlan:
     """How many detector calls a run would make: for cost estimates and ``--dry-run``.
 
     Reads the store only; images already scored (or permanently failed) by the same
-    detector and model version on the same data are never paid for twice.
+    detector and model version on the same data are never paid for twice, and neither
+    are images whose stored results a new run reuses (same id, content and settings).
 
     Parameters
     ----------
@@ -339,7 +477,8 @@ def plan_run(dataset, detector: Detector, store, options: RunOptions | None = No
     """
     opts = options or RunOptions()
     point = resume_point(dataset, detector, store, force=opts.force)
-    todo = sum(1 for img in dataset.images if img.image_id not in point.done)
+    settled = point.done | point.reusable
+    todo = sum(1 for img in dataset.images if img.image_id not in settled)
     already = len(dataset.images) - todo
     if opts.max_calls is not None:
         todo = min(todo, opts.max_calls)
@@ -358,12 +497,15 @@ class _Start:
 
 
 def _open_run(dataset, detector: Detector, store, opts: RunOptions) -> _Start:
-    """Register the images, continue the matching run (or begin one) and record the
-    images the manifest could not load."""
+    """Register the images, continue the matching run (or begin one), copy in the
+    stored results of unchanged images and record the images the manifest could not
+    load."""
     # Images the manifest reader could not load are registered too, so their failures
-    # are kept with their ground truth instead of vanishing.
+    # are kept with their ground truth instead of vanishing. The manifest is the whole
+    # dataset now: images it no longer lists stop counting in curves.
     store.add_images(
-        dataset.name, [*dataset.images, *(p.image for p in dataset.problems if p.image)]
+        dataset.name, [*dataset.images, *(p.image for p in dataset.problems if p.image)],
+        complete=True,
     )
     point = resume_point(dataset, detector, store, force=opts.force)
     if point.run is None:
@@ -375,17 +517,22 @@ def _open_run(dataset, detector: Detector, store, opts: RunOptions) -> _Start:
             settings=dict(detector.settings()),
             labels=list(detector.labels) if detector.labels else None,
             detection_floor=detector.detection_floor,
+            source=dataset.source,
         )
     else:
         run_id = point.run.run_id
         # Images the run gave up on for transient reasons get another chance on resume.
         store.reopen_failed(run_id, kinds=_RETRIED_ON_RESUME)
+    # A changed manifest is a new run; its unchanged images are copied in, not re-sent
+    # (a full re-bill on a cloud detector), so the run holds the whole dataset.
+    reused = frozenset(store.reuse_results(run_id, sorted(point.reusable)))
+    done = point.done | reused
     summary = RunSummary(
         run_id, detector.name, detector.model_version,
-        len(dataset.images) + len(dataset.problems), already_done=len(point.done),
+        len(dataset.images) + len(dataset.problems), already_done=len(done),
     )
-    recorded = _record_problems(dataset, store, run_id, point.done, summary)
-    done = point.done | recorded
+    recorded = _record_problems(dataset, store, run_id, done, summary)
+    done |= recorded
     todo = [img for img in dataset.images if img.image_id not in done]
     return _Start(run_id, point.run, todo, len(recorded), summary)
 
@@ -439,16 +586,19 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         after the fix resumes it.
     KeyboardInterrupt
         After recording everything finished so far and marking the run interrupted.
+    Terminated
+        The same, for SIGTERM (a :class:`KeyboardInterrupt`; see :func:`stop_on_sigterm`).
     """
     opts = options or RunOptions()
     t0 = time.monotonic()
-    start = _open_run(dataset, detector, store, opts)
-    if not start.todo:
-        return _close_without_calls(start, store, t0)
-    fatal = _schedule(start, detector, store, opts, t0)
+    with stop_on_sigterm():
+        start = _open_run(dataset, detector, store, opts)
+        if not start.todo:
+            return _close_without_calls(start, store, t0)
+        fatal = _schedule(start, detector, store, opts, t0)
     if fatal is not None:
         raise FatalDetectorError(
-            f"{detector.name} {detector.model_version}: the run stopped: {fatal}. "
+            f"{detector.name} {detector.model_version}: the run stopped: {str(fatal).rstrip('.')}. "
             f"Everything finished so far is stored (run {start.run_id}); fix the cause "
             "and run the same command again to resume."
         )
@@ -473,6 +623,7 @@ def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: fl
     """
     kind = getattr(detector, "kind", "io")
     config = _scheduler_config(opts, kind)
+    _note_stored_successes(detector, store, start)  # before a process pool copies it
     pool = _open_pool(detector, kind, config.concurrency)
     writer = _Writer(store, start.run_id)
     bar = _ProgressBar(opts.progress, f"{detector.name} {detector.model_version}", start, t0)
@@ -518,6 +669,24 @@ def _finish(start: _Start, detector, store, pool: FuturesPool, writer: _Writer,
         summary.elapsed = time.monotonic() - t0
 
 
+def _note_stored_successes(detector, store, start: _Start) -> None:
+    """Tell a detector how many images the run already holds scored in the store.
+
+    Rekognition and IMM stop a run whose first few images all fail in a way that
+    usually means a misconfiguration (no access to the bucket, a wrong region). Counted
+    per process, a resumed run meeting refused images first was stopped although its
+    stored images had succeeded, and every re-run paid for the same refused images again.
+    The run's successes come from the store, so they count whichever process made them
+    (or whichever run, for results copied in when the run opened). A detector takes
+    them through an optional ``note_stored_successes(n)`` method.
+    """
+    note = getattr(detector, "note_stored_successes", None)
+    if not callable(note):
+        return
+    runs = store.runs()
+    note(int(runs.loc[runs["run_id"] == start.run_id, "n_scored"].sum()))
+
+
 def _scheduler_config(opts: RunOptions, kind: str) -> SchedulerConfig:
     """The run options, with the defaults that depend on the detector's kind."""
     return SchedulerConfig(
@@ -535,13 +704,19 @@ def _scheduler_config(opts: RunOptions, kind: str) -> SchedulerConfig:
 
 
 def _open_pool(detector: Detector, kind: str, concurrency: int) -> FuturesPool:
-    """Processes for CPU-bound local detectors, threads for everything else."""
+    """Processes for CPU-bound local detectors, threads for everything else.
+
+    Neither keeps the process alive after the run: workers end with their parent
+    (:func:`_die_with_parent`) and threads are daemon threads.
+    """
     if kind == "cpu" and concurrency > 1:
-        executor = ProcessPoolExecutor(concurrency, initializer=_init_worker, initargs=(detector,))
+        executor = ProcessPoolExecutor(
+            concurrency, initializer=_init_worker, initargs=(detector, os.getpid())
+        )
         return FuturesPool(executor, concurrency, _attempt_in_worker, stamped=False)
     # Abandoned (timed-out) calls keep their thread, so allow spare threads.
     workers = concurrency * 2
-    executor = ThreadPoolExecutor(workers, thread_name_prefix="calibrate-detect")
+    executor = DaemonThreadExecutor(workers, thread_name_prefix="calibrate-detect")
     return FuturesPool(executor, workers, functools.partial(_attempt, detector))
 
 

@@ -19,20 +19,36 @@ A call's result is an ``(outcome, payload)`` pair:
 * ``("fatal", message)``: the detector cannot work at all; the run stops.
 
 A call whose future raises (a worker process died) counts as ``"error"``.
+
+Nothing here may keep the process alive once the run is over: a call abandoned after
+its timeout cannot be stopped, so :class:`DaemonThreadExecutor` runs thread calls in
+daemon threads that the interpreter does not wait for at exit, and
+:meth:`FuturesPool.shutdown` kills a process pool's workers instead of waiting for them.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import queue
 import random
+import threading
 import time
 from collections import deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-__all__ = ["Clock", "FuturesPool", "Pool", "Scheduler", "SchedulerConfig", "SystemClock", "Tally"]
+__all__ = [
+    "Clock",
+    "DaemonThreadExecutor",
+    "FuturesPool",
+    "Pool",
+    "Scheduler",
+    "SchedulerConfig",
+    "SystemClock",
+    "Tally",
+]
 
 #: How often to look again at calls submitted but not yet seen running: their timeout
 #: cannot start before they do.
@@ -127,8 +143,110 @@ class FuturesPool:
         return finished
 
     def shutdown(self, wait: bool) -> None:
-        """Stop the executor, dropping calls not started; ``wait`` for running ones."""
+        """Stop the executor, dropping calls not started.
+
+        Parameters
+        ----------
+        wait : bool
+            Wait for the running calls. Otherwise they are abandoned: a process pool's
+            workers are killed (a call in another process cannot be stopped any other
+            way, and the interpreter would wait for it at exit); a thread's call runs on
+            until it returns or the process exits, which a
+            :class:`DaemonThreadExecutor` does not delay.
+        """
+        workers = [] if wait else _worker_processes(self.executor)
         self.executor.shutdown(wait=wait, cancel_futures=True)
+        for process in workers:
+            process.kill()  # SIGKILL: workers ignore SIGTERM, which is the parent's to handle
+
+
+def _worker_processes(executor: Executor) -> list:
+    """The live worker processes of a :class:`~concurrent.futures.ProcessPoolExecutor`
+    (none for other executors)."""
+    # Before Python 3.14 (kill_workers) there is no public way to reach the workers;
+    # ``_processes`` (pid -> Process) is what every version since 3.2 keeps, and shutdown
+    # drops it, so it is read first.
+    processes = getattr(executor, "_processes", None)
+    return [p for p in processes.values() if p.is_alive()] if processes else []
+
+
+class DaemonThreadExecutor(Executor):
+    """A thread pool whose threads never keep the process alive.
+
+    :class:`~concurrent.futures.ThreadPoolExecutor` joins every worker thread at
+    interpreter exit, so one detector call hanging past its timeout held the finished
+    process open until the call returned (and a Ctrl-C in that wait printed ``Exception
+    ignored in: <module 'threading'>``). Here workers are daemon threads and nothing
+    joins them unless :meth:`shutdown` is asked to wait.
+
+    Parameters
+    ----------
+    max_workers : int
+        Threads at most; they are started as calls arrive and no idle one is free.
+    thread_name_prefix : str, default "calibrate-detect"
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "calibrate-detect"):
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        self.max_workers, self.prefix = max_workers, thread_name_prefix
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._numbers = itertools.count()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run ``fn(*args, **kwargs)`` in a worker thread; its :class:`Future`."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot submit calls after shutdown")
+            future: Future = Future()
+            self._work.put((future, fn, args, kwargs))
+            # An idle thread takes the call; else start one while there is room.
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._serve, name=f"{self.prefix}_{next(self._numbers)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                self._work.put(None)  # let the next worker see the end too
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del item, future, fn, args, kwargs  # do not hold a result while idle
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more calls; drop those not started (``cancel_futures``); ``wait``
+        for the threads to finish what they run."""
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                while True:
+                    try:
+                        item = self._work.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        item[0].cancel()
+            self._work.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,18 @@ _KEYS = ["detector", "model_version", "label", "image_id"]
 def read_scores_table(path, *, detector: str = "precomputed", model_version: str | None = None):
     """Read a table of scores produced elsewhere (CSV or Parquet), one row per result.
 
-    Columns: ``image_id``, ``label``, ``score`` (empty for "no result on this image",
-    which becomes ``-inf``), ``truth`` (whether the label is really present: true/false,
-    1/0, yes/no), and optionally ``detector`` and ``model_version``. Several rows for
-    the same image and label (one per box) are reduced to the image-level score, their
-    maximum.
+    Columns: ``image_id``, ``label``, ``score``, ``truth`` (whether the label is really
+    present: true/false, 1/0, yes/no), and optionally ``detector`` and
+    ``model_version``. Several rows for the same image and label (one per box) are
+    reduced to the image-level score, their maximum.
+
+    One rule for scores in both formats: an *empty* score (an empty CSV cell, a Parquet
+    null) means "no result on this image" and becomes ``-inf``, which ranks below every
+    real score; ``-inf`` itself means the same. A *NaN* score (the text ``nan`` in any
+    case in CSV, a NaN value in Parquet) is an error: a detector that returned NaN
+    failed on that image, and counting a failure as "no result" would move the curves.
+    Re-score such images, or remove their rows. ``+inf`` and text that is not a number
+    are errors too.
 
     Parameters
     ----------
@@ -60,9 +67,9 @@ def read_scores_table(path, *, detector: str = "precomputed", model_version: str
         and what to fix.
     """
     p = Path(path)
-    raw, where = _read_raw(p)
+    raw, where, nan = _read_raw(p)
     _check_columns(p, raw)
-    scores = _scores(raw, where)
+    scores = _scores(raw, where, nan)
     positive = _truth(raw, where)
     _check_keys_not_blank(raw, where)
     frame = _result_rows(raw, scores, positive, detector, model_version)
@@ -73,8 +80,9 @@ def read_scores_table(path, *, detector: str = "precomputed", model_version: str
     return out[["detector", "model_version", "label", "image_id", "score", "positive"]]
 
 
-def _read_raw(p: Path) -> tuple[pd.DataFrame, list[str]]:
-    """The table as read, and where each row is in the file (for messages)."""
+def _read_raw(p: Path) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """The table as read, where each row is in the file (for messages), and which
+    scores are a NaN value rather than empty (Parquet only: a CSV's text says so)."""
     import pandas as pd
 
     suffix = p.suffix.lower()
@@ -82,8 +90,9 @@ def _read_raw(p: Path) -> tuple[pd.DataFrame, list[str]]:
         if suffix == ".csv":
             raw = pd.read_csv(p, dtype=str, keep_default_na=False)
             where = [f"{p}:{i + 2}" for i in range(len(raw))]  # line 1 is the header
+            nan = np.zeros(len(raw), dtype=bool)
         elif suffix in (".parquet", ".pq"):
-            raw = pd.read_parquet(p)
+            raw, nan = _read_parquet(p)
             where = [f"{p} row {i + 1}" for i in range(len(raw))]
         else:
             raise InputError(
@@ -91,11 +100,53 @@ def _read_raw(p: Path) -> tuple[pd.DataFrame, list[str]]:
             )
     except FileNotFoundError:
         raise InputError(f"scores table {p} does not exist.") from None
+    except UnicodeDecodeError as exc:
+        if suffix != ".csv":
+            raise InputError(f"cannot read scores table {p}: {exc}") from None
+        raise _not_utf8(p, exc) from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"cannot read scores table {p}: {exc}") from None
-    return raw, where
+    return raw, where, nan
+
+
+def _read_parquet(p: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """A Parquet table and which of its scores are NaN values.
+
+    pandas turns a null into NaN, so the two are told apart here, on the Arrow column,
+    before the conversion: a null is "no result", a NaN a failed score.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(p)
+    nan = np.zeros(table.num_rows, dtype=bool)
+    if "score" in table.column_names and pa.types.is_floating(table.column("score").type):
+        is_nan = pc.fill_null(pc.is_nan(table.column("score")), False)
+        nan = is_nan.to_numpy(zero_copy_only=False).astype(bool)
+    return table.to_pandas(), nan
+
+
+def _not_utf8(p: Path, exc: UnicodeDecodeError) -> InputError:
+    """The error for a CSV that is not UTF-8, naming the line of the first bad byte."""
+    # pandas decodes in blocks, so the exception's offset is not the file's: decode
+    # the file again to find where the first undecodable byte really is.
+    data = p.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as again:
+        start = again.start
+    else:  # pragma: no cover - the file changed since pandas read it
+        return InputError(f"{p}: not UTF-8 text ({exc.reason}). Save the table as UTF-8.")
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line = data.count(b"\n", 0, start) + 1
+    column = len(data[line_start:start].decode("utf-8")) + 1  # valid up to the bad byte
+    return InputError(
+        f"{p}:{line}: byte 0x{data[start]:02x} at column {column} is not UTF-8 text. "
+        "Save the table as UTF-8 (in Excel: CSV UTF-8), or fix that character."
+    )
 
 
 def _check_columns(p: Path, raw: pd.DataFrame) -> None:
@@ -111,35 +162,43 @@ def _check_columns(p: Path, raw: pd.DataFrame) -> None:
         raise InputError(f"{p}: the scores table has no rows.")
 
 
-def _scores(raw: pd.DataFrame, where: list[str]) -> np.ndarray:
-    """The ``score`` column as floats; an empty cell ("no result") is ``-inf``."""
+def _scores(raw: pd.DataFrame, where: list[str], nan: np.ndarray) -> np.ndarray:
+    """The ``score`` column as floats: empty ("no result") is ``-inf``, NaN an error.
+
+    ``nan`` marks the scores known to be NaN values (Parquet), which pandas can no
+    longer tell from nulls.
+    """
     import pandas as pd
 
-    scores = np.empty(len(raw), dtype=np.float64)
     col = raw["score"]
     numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-    text = None if numeric else col.astype(str).str.strip()
-    if text is not None:
-        empty = (text == "") | col.isna()
-        num = pd.to_numeric(text.where(~empty, "nan"), errors="coerce").to_numpy(np.float64)
-        bad = ~empty.to_numpy() & np.isnan(num)
-        scores[:] = num
-        scores[empty.to_numpy()] = -np.inf
-    else:
+    if numeric:
         num = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
-        bad = np.isnan(num) & ~col.isna().to_numpy()
-        scores[:] = num
-        scores[col.isna().to_numpy()] = -np.inf
+        empty = col.isna().to_numpy() & ~nan
+    else:
+        text = col.astype(str).str.strip()
+        empty = ((text == "") | col.isna()).to_numpy()
+        nan = nan | text.str.lower().isin({"nan", "+nan", "-nan"}).to_numpy()
+        num = pd.to_numeric(text.where(~empty, "nan"), errors="coerce").to_numpy(np.float64)
+    nan = nan & ~empty
+    bad = np.isnan(num) & ~empty & ~nan
+    _refuse_first(nan, where, "score is NaN, which means the detector failed on that "
+                  "image, not that it found nothing. Re-score the image or remove its "
+                  "rows; leave a score empty (CSV) or null (Parquet) only for no result.")
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"{where[i]}: score {raw['score'].iloc[i]!r} is not a number. Leave the cell "
+            f"{where[i]}: score {col.iloc[i]!r} is not a number. Leave the cell "
             "empty when the detector returned nothing for the label on that image."
         )
-    if np.isposinf(scores).any():
-        i = int(np.flatnonzero(np.isposinf(scores))[0])
-        raise InputError(f"{where[i]}: score is +inf; scores must be finite.")
-    return scores
+    _refuse_first(np.isposinf(num), where, "score is +inf; scores must be finite.")
+    return np.where(empty, -np.inf, num)
+
+
+def _refuse_first(mask: np.ndarray, where: list[str], message: str) -> None:
+    """Raise ``message`` at the first row ``mask`` marks, if any."""
+    if mask.any():
+        raise InputError(f"{where[int(np.flatnonzero(mask)[0])]}: {message}")
 
 
 def _truth(raw: pd.DataFrame, where: list[str]) -> np.ndarray:

@@ -55,6 +55,7 @@ from typing import Any
 from calibrate.detectors.registry import BUILTIN
 from calibrate.errors import InputError
 from calibrate import export
+from calibrate.io import ensure_folder
 from calibrate.manifest import read_manifest
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.report.html import build_report
@@ -416,7 +417,11 @@ class StudyResult:
     exports : list of (target, Path)
     report : calibrate.report.html.ReportResult or None
     warnings : list of str
-        What exporters warned about (labels left out, rounding).
+        What exporters warned about (labels left out, rounding, sign-off).
+    refused : list of str
+        One line per label an export refused to write (its policy refuses it, or it
+        cannot be calibrated and the target needs ``allow_missing``); every other label
+        was written. Non-empty makes :attr:`exit_code` 1.
     elapsed : float
         Seconds.
     """
@@ -429,7 +434,14 @@ class StudyResult:
     exports: list[tuple[str, Path]] = field(default_factory=list)
     report: Any = None
     warnings: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything was written, 1 when an export refused some labels (the same
+        code as ``calibrate export``); bad input raises instead (exit 2)."""
+        return 1 if self.refused else 0
 
     def lines(self) -> list[str]:
         """Human-readable lines: what was scored and where every file went."""
@@ -461,27 +473,46 @@ class StudyResult:
                        f"{self.report.html_path.parent / 'figures'}")
         not_met = [t for t in self.thresholds if t.choice is not None and not t.choice.limits_met]
         problems = [t for t in self.thresholds if t.choice is None]
-        for t in not_met:
-            out.append(f"limits NOT met: {t.label} ({t.detector} {t.model_version}); "
-                       f"samples needed: {t.choice.samples_needed:,}" if t.choice.samples_needed
-                       else f"limits NOT met: {t.label} ({t.detector} {t.model_version})")
+        out += [_unmet_line(t) for t in not_met]
+        out += [f"held-out {t.held_out_split}: {t.label} ({t.detector} {t.model_version}): {f}"
+                for t in self.thresholds for f in t.held_out_flags]
         for t in problems:
             out.append(f"cannot calibrate: {t.label} ({t.detector} {t.model_version}): {t.problem}")
         out += [f"warning: {w}" for w in self.warnings]
+        out += [f"refused: {line}" for line in self.refused]
         out.append(f"done in {self.elapsed:.1f} s")
         return out
 
 
-def _export(spec: ExportSpec, index: int, tf, store, study: Study) -> tuple[Path, list[str]]:
-    """Write one export target; returns its path and the exporter's warnings."""
-    spec.path.parent.mkdir(parents=True, exist_ok=True)
+def _unmet_line(t) -> str:
+    """One line for a label whose limits no threshold can show: what is deployed."""
+    c = t.choice
+    name = f"{t.label} ({t.detector} {t.model_version})"
+    if c.status == "limits_refuted":
+        what = "limits shown to fail at every threshold (more data cannot help)"
+    else:
+        least = min((k.samples_needed_minimum for k in c.limit_checks if not k.met), default=0)
+        what = (f"limits unproven (at least {least:,} more samples needed)" if least
+                else "limits unproven")
+    if c.decision == "refuse":
+        return f"{what}: {name} refused, not exported (policy if_limit_unproven = \"refuse\")"
+    return (f"{what}: {name} needs sign-off, deployed the {c.decision.replace('_', '-')} "
+            f"option (policy if_limit_unproven = \"{c.decision}\")")
+
+
+def _export(spec: ExportSpec, index: int, tf, store,
+            study: Study) -> tuple[Path, list[str], list[str]]:
+    """Write one export target; returns its path, the exporter's warnings and the labels
+    it refused (one line each; every other label is written)."""
+    ensure_folder(spec.path.parent)
     try:
         # Looked up at call time, so a test or a plugin can stand in for the exporters.
         res = export.export_to(spec.to, tf, spec.path, store=store, **spec.options)
     except InputError as exc:
         raise study.error(("export", index), f"export to {spec.to} failed: {exc}") from None
-    # An ExportResult (path, warnings); a bare path from a stand-in is accepted too.
-    return Path(getattr(res, "path", res)), list(getattr(res, "warnings", []))
+    # An ExportResult (path, warnings, refused); a bare path from a stand-in is accepted too.
+    return (Path(getattr(res, "path", res)), list(getattr(res, "warnings", [])),
+            list(getattr(res, "refused", [])))
 
 
 def _check_against_dataset(study: Study, labeled) -> None:
@@ -516,23 +547,29 @@ def _score_all(study: Study, labeled, store, opts: RunOptions, result: StudyResu
 
 
 def _write_outputs(study: Study, labeled, store, keys, result: StudyResult) -> list:
-    """The thresholds file and every export; returns ``(what, path)`` for the report."""
+    """The thresholds file and every export; returns ``(what, path)`` for the report.
+
+    The thresholds file keeps every label (refused and uncalibrated ones included); an
+    export leaves out what may not be deployed and the run records it in
+    ``result.refused``, so the run can fail naming them after writing everything else.
+    """
     tf = thresholds_file_from_results(
         result.thresholds, source=str(study.store),
         datasets={k: (labeled.name, labeled.fingerprint) for k in keys},
     )
     own = next((e.path for e in study.exports if e.to == "thresholds"), None)
     tf_path = own or study.report_dir / "thresholds.json"
-    tf_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(tf_path.parent)
     result.thresholds_file = write_thresholds_file(tf, tf_path)
     outputs: list[tuple[str, Path]] = [("thresholds file", tf_path)]
     for i, spec in enumerate(study.exports):
         if spec.to == "thresholds" and spec.path == tf_path:
             result.exports.append((spec.to, tf_path))
             continue
-        path, warned = _export(spec, i, tf, store, study)
+        path, warned, refused = _export(spec, i, tf, store, study)
         result.exports.append((spec.to, path))
         result.warnings += [f"export {spec.to}: {w}" for w in warned]
+        result.refused += [f"export {spec.to}: {line}" for line in refused]
         outputs.append((f"export: {spec.to}", path))
     return outputs
 
@@ -580,7 +617,7 @@ def run_study(study, *, progress: bool = True, run_options=None,
     _check_against_dataset(study, labeled)
     opts = run_options or RunOptions(progress=progress, **study.run)
     result = StudyResult(study)
-    study.store.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(study.store.parent)
     with ScoreStore(study.store) as store:
         keys = _score_all(study, labeled, store, opts, result)
         if keys is None:

@@ -23,6 +23,7 @@ from calibrate.policy import PolicySet, load_policy_file
 from calibrate.pricing import estimate_cost
 from calibrate.runner import RunOptions, plan_run, score_dataset
 from calibrate.store import ScoreStore
+from calibrate.store.selection import incomplete_message, overlap_message
 from calibrate.thresholds import LabelThreshold, choose_thresholds, choose_thresholds_from_store
 from calibrate.thresholds_file import thresholds_file_from_results, write_thresholds_file
 
@@ -33,7 +34,9 @@ __all__ = [
     "check_policy_labels",
     "choose_from_file",
     "choose_from_store",
+    "data_notices",
     "existing_store",
+    "named_dataset_provenance",
     "open_detector",
     "policies_from",
     "prevalence_notices",
@@ -225,20 +228,28 @@ def store_provenance(store) -> dict[tuple[str, str], tuple[str, str]]:
 def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
                       model_version: str | None = None, labels: list[str] | None = None,
                       dataset: str | None = None, split: str | None = None,
-                      held_out: str | None = None) -> ThresholdsOutcome:
+                      held_out: str | None = None,
+                      allow_incomplete: bool = False) -> ThresholdsOutcome:
     """Choose every label's threshold from a store file (opened read-only).
 
     Parameters
     ----------
+    dataset : str, optional
+        The dataset each version counts; default the latest it ran on.
     held_out : str, optional
         The split each chosen threshold is also evaluated on; default ``"test"`` when
         calibrating on another split and the store has one; ``""`` for none.
+    allow_incomplete : bool, default False
+        Choose from versions whose latest run is incomplete instead of refusing them;
+        the outcome's notices then say so first.
 
     Raises
     ------
     InputError
         When the store is missing, a filter names a detector, version, label or split
-        the store does not have, or a policy table names no label of the store.
+        the store does not have, a policy table names no label of the store, or a
+        version's latest run is incomplete and that is not allowed (the message says
+        the command that resumes it).
     """
     with ScoreStore(existing_store(path), read_only=True) as st:
         versions = st.versions()
@@ -249,11 +260,14 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
         results = choose_thresholds_from_store(
             st, policies, detector=detector, model_version=model_version, labels=labels,
             dataset=dataset, split=split, held_out=held_out,
+            allow_incomplete=allow_incomplete,
         )
-        datasets = store_provenance(st)
+        datasets = named_dataset_provenance(st, store_provenance(st), dataset)
         splits = st.splits(dataset)
+        data_notes = data_notices(st, results, dataset)
     source = str(path) + (f" (split {split})" if split else "")
     outcome = _non_empty(ThresholdsOutcome(results, source, datasets))
+    outcome.notices += data_notes
     if not any(r.held_out_split for r in results):
         outcome.notices.append(
             "No held-out split: the bounds shown are from the data that chose each "
@@ -263,6 +277,42 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
                " (give the manifest a 'split' column to hold images out)."))
     outcome.notices += prevalence_notices(results)
     return outcome
+
+
+def named_dataset_provenance(store, datasets: dict[tuple[str, str], tuple[str, str]],
+                             dataset: str | None) -> dict[tuple[str, str], tuple[str, str]]:
+    """``datasets`` (as :func:`store_provenance` gives it) with each version that ran on
+    a named ``dataset`` pointing at its latest run there: the data its curves counted."""
+    if dataset is None:
+        return datasets
+    out = dict(datasets)
+    for r in store.runs().itertuples():
+        if r.dataset == dataset:  # runs come oldest first, so the latest wins
+            out[(r.detector, r.model_version)] = (r.dataset, r.dataset_fingerprint)
+    return out
+
+
+def data_notices(store, results: list[LabelThreshold], dataset: str | None) -> list[str]:
+    """What the numbers of each version rest on that the user must see: incomplete
+    data used as allowed (first), and other datasets left out of its curves.
+
+    Parameters
+    ----------
+    store : calibrate.store.ScoreStore
+    results : list of LabelThreshold
+    dataset : str or None
+        The dataset named by the user, if any.
+    """
+    incomplete, overlap = [], []
+    for det, ver in dict.fromkeys((r.detector, r.model_version) for r in results):
+        check = store.data_check(det, ver, dataset)
+        if not check.complete:
+            incomplete.append("INCOMPLETE DATA: these thresholds rest on part of the data: "
+                              + incomplete_message(check, store.path) + ".")
+        note = overlap_message(check)
+        if note:
+            overlap.append(note)
+    return incomplete + overlap
 
 
 def check_filters(known: dict[tuple[str, str], set[str]], detector: str | None,

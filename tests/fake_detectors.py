@@ -141,3 +141,72 @@ def billable(model_version: str = "b1", **kw):
     d = Hash(model_version=model_version)
     d.name, d.billable, d.operation = "billable", True, "DetectFaces"
     return d
+
+
+class CpuSlow(Slow):
+    """:class:`Slow` as a CPU-bound local detector: the runner gives it a process pool."""
+
+    name = "cpuslow"
+    kind = "cpu"
+
+
+def cpu_slow(model_version: str = "c1", latency: float = 0.05, tally: str | None = None, **kw):
+    """Plugin factory for the process-pool tests (kill -9, SIGTERM)."""
+    return CpuSlow(model_version=model_version, latency=float(latency), tally=tally)
+
+
+class HangsOnce(Hash):
+    """The first call on image ``image_id`` (in any process) hangs ``seconds``; the marker
+    file says it happened, so a retry in another worker process answers."""
+
+    name = "hangsonce"
+
+    def __init__(self, image_id: str, marker: str, seconds: float = 60.0, **kw):
+        super().__init__(**kw)
+        self.image_id, self.marker, self.seconds = image_id, marker, float(seconds)
+
+    def detect(self, image):
+        if image.image_id == self.image_id:
+            try:
+                with open(self.marker, "x"):
+                    pass
+            except FileExistsError:
+                pass
+            else:
+                time.sleep(self.seconds)
+        return super().detect(image)
+
+
+def hangs_once(image_id: str = "p0001", marker: str = "", seconds: float = 60.0,
+               kind: str = "io", model_version: str = "g1", **kw):
+    """Plugin factory: a call that hangs long past ``--timeout`` (thread or process pool)."""
+    d = HangsOnce(image_id, marker, float(seconds), model_version=model_version)
+    d.kind = kind
+    return d
+
+
+class Leaky(Hash):
+    """A plugin that keeps its credentials in odd places: an ``auth`` setting, a URL with
+    user-info, and echoes them in raw responses and error messages (as SDKs do)."""
+
+    name = "leaky"
+
+    def __init__(self, auth: str = "", endpoint: str = "", **kw):
+        super().__init__(**kw)
+        self.auth, self.endpoint = auth, endpoint
+
+    def settings(self):
+        return {"auth": self.auth, "endpoint": self.endpoint, "mode": "fast"}
+
+    def detect(self, image):
+        from calibrate.detectors import ImageError
+
+        if image.image_id.endswith("1"):
+            raise ImageError(f"403 for {self.endpoint} with Authorization: {self.auth}")
+        d = super().detect(image)
+        return Detection(d.results, raw={"echo": f"token={self.auth}", "url": self.endpoint})
+
+
+def leaky(model_version: str = "l1", **kw):
+    """Plugin factory for the secrets test."""
+    return Leaky(model_version=model_version, **kw)

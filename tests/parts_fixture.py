@@ -21,3 +21,17 @@ def build_parts_store(folder: Path, n_parts: int = 600) -> tuple[Path, Path]:
             score_dataset(ds, SurfaceDefectDetector(version), store,
                           RunOptions(progress=False, concurrency=1))
     return manifest, store_path
+
+
+PARTS_POLICY = Path(__file__).resolve().parents[1] / "datasets" / "parts-policy.toml"
+SIGNED_OFF = 'if_limit_unproven = "cost_optimal"'
+
+
+def refusing_parts_policy(folder: Path) -> Path:
+    """The bundled parts policy without its signed-off crack decision, so crack's unproven
+    limit takes the default ``if_limit_unproven = "refuse"``."""
+    text = PARTS_POLICY.read_text()
+    assert SIGNED_OFF in text, "the bundled policy no longer signs off crack"
+    out = Path(folder) / "refusing-parts-policy.toml"
+    out.write_text(text.replace(SIGNED_OFF, ""))
+    return out

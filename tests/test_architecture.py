@@ -24,7 +24,7 @@ ROOT = Path(calibrate.__file__).parent
 #: never above. Within a layer, imports must still form no cycle. Keys are module names
 #: below ``calibrate``; a package name covers the package and all of its modules.
 LAYERS = [
-    ["version", "errors"],
+    ["version", "errors", "secrets"],
     ["checks", "io", "tomlfile"],
     ["curves"],
     ["stats"],

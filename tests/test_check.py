@@ -226,10 +226,10 @@ def test_retrained_version_fails_dent_and_spot_on_regret_by_default(parts_store,
     # scratch breaks its false-reject limit outright (refuted, not merely unproven)
     assert rows["scratch"]["criteria"][0]["name"] == "limits"
     assert rows["scratch"]["criteria"][0]["outcome"] == "fail"
-    # crack: 0 of a handful of cracks shipped neither shows nor refutes 0.1%, but its regret
-    # fails, and fail wins over insufficient evidence
+    # crack: the bundled policy deploys its cost-optimal cutoff by sign-off (the 0.1% limit
+    # cannot be shown); on v2's test split 1 of 3 cracks ships at it, which refutes 0.1%
     crack = {c["name"]: c["outcome"] for c in rows["crack"]["criteria"]}
-    assert crack == {"limits": "insufficient evidence", "regret": "fail"}
+    assert crack == {"limits": "fail", "regret": "pass"}
     assert rows["crack"]["outcome"] == "fail"
     cases = {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
     props = {p.get("name"): p.get("value") for p in cases["dent"].iter("property")}
@@ -357,7 +357,7 @@ def test_terminal_output_fits_80_columns(parts_store, parts_deployed):
     assert max(len(line) for line in lines) <= 80
     assert lines[-1] == "FAILED (exit 1)"
     assert "dent: FAIL; regret: fail." in lines
-    assert any(line.startswith("crack: FAIL; limits: insufficient evidence") for line in lines)
+    assert any(line.startswith("crack: FAIL; limits: fail") for line in lines)
 
 
 def test_help_states_the_default_and_the_exit_codes():
@@ -366,3 +366,24 @@ def test_help_states_the_default_and_the_exit_codes():
     from calibrate.check import DEFAULT_MAX_REGRET
 
     assert f"[default: {DEFAULT_MAX_REGRET}]" in res.stdout and "3 when none fails" in res.stdout
+
+
+def test_a_refused_label_is_not_gated_at_a_cutoff_nobody_deployed(parts_store, tmp_path):
+    from tests.parts_fixture import refusing_parts_policy
+
+    _, store_path = parts_store
+    path = tmp_path / "refused.json"
+    res = runner.invoke(app, ["thresholds", "--store", str(store_path), "--policy",
+                              str(refusing_parts_policy(tmp_path)), "--model-version", "v1",
+                              "--split", "calibration", "-o", str(path)])
+    assert res.exit_code == 0, res.output
+    assert not read_thresholds_file(path).get("crack").deployable
+    res = runner.invoke(app, ["check", str(path), "--store", str(store_path),
+                              "--model-version", "v2", "--split", "test", "--label", "crack",
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["labels"]
+    (criterion,) = row["criteria"]
+    assert criterion["name"] == "deployment" and criterion["outcome"] == "pass"
+    assert "nothing was deployed for this label" in criterion["detail"]
+    assert row["criteria_applied"] == []

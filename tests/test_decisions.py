@@ -21,7 +21,7 @@ from calibrate.store import ScoreStore
 from calibrate.thresholds import choose_thresholds_from_store, evaluate_threshold
 from calibrate.curves import error_curve
 from calibrate.workflow import choose_from_store
-from tests.parts_fixture import build_parts_store
+from tests.parts_fixture import build_parts_store, refusing_parts_policy
 from tests.reference import cp_upper
 
 runner = CliRunner()
@@ -104,8 +104,9 @@ def test_held_out_flags_name_disagreements(parts):
             assert any("breaks the limit 0.1%" in f for f in r.held_out_flags)
 
 
-def test_cli_table_and_json_show_held_out_beside_calibration(parts):
-    res = runner.invoke(app, ["thresholds", "--store", str(parts), "--policy", POLICY,
+def test_cli_table_and_json_show_held_out_beside_calibration(parts, tmp_path):
+    refusing = str(refusing_parts_policy(tmp_path))
+    res = runner.invoke(app, ["thresholds", "--store", str(parts), "--policy", refusing,
                               "--split", "calibration"], env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
     assert "on test" in res.stdout and "not adjusted" in res.stdout
@@ -117,7 +118,7 @@ def test_cli_table_and_json_show_held_out_beside_calibration(parts):
                           capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
     assert "crack" in proc.stdout and "on test" in proc.stdout
-    res = runner.invoke(app, ["thresholds", "--store", str(parts), "--policy", POLICY,
+    res = runner.invoke(app, ["thresholds", "--store", str(parts), "--policy", refusing,
                               "--split", "calibration", "--format", "json"])
     rows = json.loads(res.stdout)
     for row in rows:
@@ -180,3 +181,14 @@ def test_only_fire_on_everything_is_said_plainly():
                          max_false_accept_rate=0.5, confidence=0.5)
     assert c.limits_met and c.threshold == 0.1 and c.false_rejects == 2
     assert "Only firing on every item meets the limits: every item is rejected" in c.explanation
+
+
+def test_the_bundled_policy_signs_off_crack_explicitly(parts):
+    policies = load_policy_file(POLICY)
+    assert policies.labels["crack"]["if_limit_unproven"] == "cost_optimal"
+    with ScoreStore(parts, read_only=True) as st:
+        results = choose_thresholds_from_store(st, policies, split="calibration")
+    for r in (r for r in results if r.label == "crack"):
+        c = r.choice
+        assert not c.limits_met and c.decision == "cost_optimal" and c.needs_sign_off
+        assert c.threshold == c.option("cost_optimal").threshold

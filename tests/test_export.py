@@ -1,6 +1,7 @@
 import json
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,10 +141,14 @@ def _decisions(store, e, threshold):
 
 def test_every_exporter_reproduces_the_decisions(parts_store, tf_v1, tmp_path):
     _, store_path = parts_store
+    # surface-defect scores 0-1, so Rekognition (0-100) refuses it; a detector of unknown
+    # scale is written as it is, with a note, and must keep every decision too.
+    unknown = ThresholdsFile(tuple(replace(e, detector="my-plugin") for e in tf_v1.entries))
     with ScoreStore(store_path, read_only=True) as st:
         frag = export_to("viam", tf_v1, tmp_path / "viam.json", store=st, service="det")
         viam_lc = json.loads((tmp_path / "viam.json").read_text())["attributes"]["label_confidences"]
-        export_to("rekognition", tf_v1, tmp_path / "rek.json")
+        res = export_to("rekognition", unknown, tmp_path / "rek.json")
+        assert any("does not know this detector's scale" in w for w in res.warnings)
         rek = json.loads((tmp_path / "rek.json").read_text())["MinConfidence"]
         export_to("alibaba-imm", tf_v1, tmp_path / "imm.json")
         imm = json.loads((tmp_path / "imm.json").read_text())["thresholds"]

@@ -1,8 +1,8 @@
-"""The report draws what was chosen: one count-table query and one choice per
-(detector, version, label), and it shows exactly the thresholds that were exported."""
+"""The report draws what was chosen: one choice per (detector, version, label), one
+count table and one curve per split it shows, and it shows exactly the thresholds that
+were exported."""
 
 from __future__ import annotations
-
 
 import pytest
 
@@ -10,9 +10,9 @@ import calibrate.curves
 import calibrate.store
 import calibrate.thresholds
 from calibrate.policy import load_policy_file
-from calibrate.report.html import write_report
+from calibrate.report.html import build_report, write_report
 from calibrate.store import ScoreStore
-from calibrate.thresholds import choose_thresholds_from_store
+from calibrate.thresholds import choose_thresholds_from_store, format_rate
 from calibrate.thresholds_file import thresholds_file_from_results
 from tests.parts_fixture import build_parts_store
 
@@ -57,10 +57,44 @@ def test_a_report_over_the_parts_study_makes_one_choice_per_combination(
                           split="calibration", workers=1)
     combos = {(r.detector, r.model_version, r.label) for r in result.thresholds}
     assert len(combos) == 8  # 2 versions x 4 defect labels
-    assert tables.calls == 8
+    # Calibrating on "calibration" holds "test" out by default: each combination's chosen
+    # threshold is also evaluated there. That costs one more count table and one more
+    # curve per combination (the held-out split's), but no second choice: the held-out
+    # figures are the calibration choice's threshold evaluated, never chosen again.
+    assert all(r.held_out_split == "test" and r.held_out is not None
+               for r in result.thresholds)
     assert choices.calls == 8
-    assert curves.calls == 8
+    assert tables.calls == 16  # 8 calibration + 8 held-out
+    assert curves.calls == 16  # 8 calibration + 8 held-out
     assert len(result.figure_paths) == 2 * (8 * 4 + 4 * 4)  # PNG + SVG
+
+
+def test_given_results_are_shown_as_they_are_held_out_included(parts_store, tmp_path,
+                                                               monkeypatch):
+    """A caller that already chose (the study) passes its results: the report queries,
+    builds and chooses nothing more, and shows the held-out figures it was given."""
+    policies = load_policy_file(POLICY)
+    with ScoreStore(parts_store, read_only=True) as st:
+        results = choose_thresholds_from_store(st, policies, split="calibration")
+        keys = sorted({(r.detector, r.model_version) for r in results})
+        choices = Counter(calibrate.thresholds.choose_threshold_from_curve)
+        curves = Counter(calibrate.curves.error_curve)
+        real_table = ScoreStore.count_table
+        tables = Counter(lambda self, *a, **k: real_table(self, *a, **k))
+        monkeypatch.setattr(calibrate.thresholds, "choose_threshold_from_curve", choices)
+        monkeypatch.setattr(calibrate.thresholds, "error_curve", curves)
+        monkeypatch.setattr(ScoreStore, "count_table",
+                            lambda self, *a, **k: tables(self, *a, **k))
+        report = build_report(st, policies, tmp_path / "r", keys=keys, split="calibration",
+                              results=results, workers=1)
+    assert (choices.calls, curves.calls, tables.calls) == (0, 0, 0)
+    assert [r.held_out for r in report.thresholds] == [
+        r.held_out for r in sorted(results, key=lambda r: (r.label, r.model_version))]
+    md = report.markdown_path.read_text()
+    for r in results:
+        h = r.held_out
+        assert f"{h.n_positive:,} / {h.n_negative:,}" in md
+        assert f"{format_rate(h.false_accept_rate)} ({format_rate(h.false_accept_rate_upper)})" in md
 
 
 def test_the_report_shows_exactly_what_was_exported(parts_store, tmp_path):
@@ -72,7 +106,12 @@ def test_the_report_shows_exactly_what_was_exported(parts_store, tmp_path):
     shown = {(r.detector, r.model_version, r.label): r.choice.threshold
              for r in report.thresholds if r.choice}
     exported = {e.key: e.threshold for e in tf.entries}
-    assert shown == exported
+    # Everything exported is shown with the same threshold; every label the policy lets
+    # deploy is exported (a refused one may be left out of the file).
+    assert all(shown[k] == t for k, t in exported.items())
+    deployable = {(r.detector, r.model_version, r.label) for r in report.thresholds
+                  if r.choice and r.choice.deployable}
+    assert deployable <= set(exported)
     html = (tmp_path / "r" / "index.html").read_text()
     for t in exported.values():
         assert repr(float(t)) in html or t == float("inf")

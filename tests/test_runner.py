@@ -301,5 +301,45 @@ def test_the_same_content_under_another_dataset_name_is_its_own_run(tmp_path):
     with ScoreStore(tmp_path / "s.duckdb") as store:
         a = score_dataset(read_manifest(manifest), fd.Hash(), store, RunOptions(**QUIET))
         b = score_dataset(read_manifest(copy), fd.Hash(), store, RunOptions(**QUIET))
-        assert a.run_id != b.run_id and b.scored == 4
+        # Its own run, but the same images' stored results are reused: nothing re-sent.
+        assert a.run_id != b.run_id and (b.scored, b.already_done) == (0, 4)
         assert len(store.scores("hash", "h1", "defect", dataset="other").scores) == 4
+
+
+def test_sigterm_is_handled_like_ctrl_c_once_and_the_handler_is_restored():
+    """In a child process, since SIGTERM with its default action would end pytest."""
+    script = """
+import os, signal, threading, time
+from calibrate.runner import Terminated, stop_on_sigterm
+
+def term():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)  # the handler runs in the main thread at its next instruction
+
+seen = []
+with stop_on_sigterm():
+    try:
+        term()
+    except KeyboardInterrupt as exc:  # every Ctrl-C clean-up serves it too
+        seen.append(type(exc).__name__)
+    term()  # a second SIGTERM during the clean-up is ignored
+    seen.append("survived")
+assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+own = lambda *a: seen.append("own")
+signal.signal(signal.SIGTERM, own)
+with stop_on_sigterm():  # an application's own handler is left alone
+    term()
+def elsewhere():  # signals reach the main thread only: nothing to install here
+    with stop_on_sigterm():
+        seen.append("thread")
+t = threading.Thread(target=elsewhere)
+t.start(); t.join()
+assert signal.getsignal(signal.SIGTERM) is own
+print(seen)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["['Terminated',", "'survived',", "'own',", "'thread']"]

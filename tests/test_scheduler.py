@@ -464,3 +464,92 @@ def test_the_system_clock_is_the_monotonic_clock():
     import time
 
     assert SystemClock.monotonic is time.monotonic and SystemClock.sleep is time.sleep
+
+
+# -- the real pools: nothing may outlive the run -----------------------------------------
+
+
+def test_the_daemon_thread_executor_runs_calls_in_daemon_threads():
+    import threading
+
+    from calibrate.scheduler import DaemonThreadExecutor
+
+    ex = DaemonThreadExecutor(2, thread_name_prefix="t")
+    where = [ex.submit(lambda: threading.current_thread()) for _ in range(5)]
+    threads = {f.result(timeout=5) for f in where}
+    assert 1 <= len(threads) <= 2 and all(t.daemon and t.name.startswith("t_") for t in threads)
+    failed = ex.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failed.result(timeout=5)
+    assert ex.submit(lambda a, b=0: a + b, 1, b=2).result(timeout=5) == 3
+    ex.shutdown(wait=True)
+    assert not any(t.is_alive() for t in threads)
+    with pytest.raises(RuntimeError):
+        ex.submit(print)
+
+
+def test_the_daemon_thread_executor_abandons_a_hung_call_without_waiting():
+    import threading
+    import time
+
+    from calibrate.scheduler import DaemonThreadExecutor
+
+    ex = DaemonThreadExecutor(1)
+    release = threading.Event()
+    hung = ex.submit(release.wait, 60)
+    queued = ex.submit(lambda: "never")
+    t0 = time.monotonic()
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert time.monotonic() - t0 < 1  # nothing joined the hung thread
+    assert queued.cancelled() and hung.running()
+    release.set()
+    assert hung.result(timeout=5) is True
+
+
+def _sleep_in_worker(seconds: float) -> int:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc: it answered signal 0, so count it as running
+        return True
+
+
+def test_abandoning_a_process_pool_kills_its_workers():
+    """A call in another process cannot be stopped, and the interpreter would wait for
+    it at exit: shutting down without waiting kills the workers."""
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    ex = ProcessPoolExecutor(2)
+    pool = FuturesPool(ex, 2, _sleep_in_worker, stamped=False)
+    hung = [pool.submit(60, []) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while not all(f.running() for f in hung) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pids = list(ex._processes)
+    assert len(pids) == 2
+    t0 = time.monotonic()
+    pool.shutdown(wait=False)
+    # By PID: the pool's own thread reaps the workers, so their Process objects can
+    # briefly disagree when asked from this thread.
+    while any(_running(pid) for pid in pids) and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    assert not any(_running(pid) for pid in pids)
+    for f in hung:  # the abandoned calls end as a broken pool, never as results
+        with pytest.raises(BrokenProcessPool):
+            f.result(timeout=10)

@@ -294,18 +294,47 @@ def test_classifications_top_n(tmp_path):
             assert sorted([g for g in got if np.isfinite(g)], reverse=True) == pytest.approx(truth[:2])
 
 
-def test_classifications_default_asks_for_every_class(tmp_path):
+@pytest.mark.parametrize("concurrency", [1, 4, 8])
+def test_classifications_default_asks_for_every_class(tmp_path, concurrency):
     ds = read_manifest(make_set(tmp_path, 10))
-    line = Line()
+    line = Line(latency=0.02)
     with detector(Machine(line), mode="classifications") as det, \
             ScoreStore(tmp_path / "s.duckdb") as store:
-        s = score_dataset(ds, det, store, RunOptions(concurrency=2, **QUIET))
-        assert s.scored == 10 and s.failed == 0
+        s = score_dataset(ds, det, store, RunOptions(concurrency=concurrency, **QUIET))
+        assert s.scored == 10 and s.failed == 0 and s.calls == 10
         asked = [r[3] for r in line.requests]
-        # rdk refuses too large a top-N and names the class count; it is learned once
-        assert asked.count(5) == 10 and len(asked) - 10 <= 2
+        # rdk refuses too large a top-N and names the class count; one call asks while
+        # the others wait, so one request is spent on it, not one per worker
+        assert asked[0] == 1000 and asked[1:] == [5] * 10
+        assert det.requests == line.calls == 11
+        sent = [store.raw_response(s.run_id, im.image_id)["requests"] for im in ds.images]
+        assert sorted(sent) == [1] * 9 + [2]
         assert store.labels(det.name, det.model_version) == sorted(CLASSES)
         assert det.settings()["top_n"] == "all"
+        # the count is kept: a later run of the same detector spends nothing on it
+        more = read_manifest(make_set(tmp_path / "more", 3))
+        with ScoreStore(tmp_path / "s2.duckdb") as store2:
+            score_dataset(more, det, store2, RunOptions(concurrency=concurrency, **QUIET))
+        assert det.requests == line.calls == 14
+
+
+def test_stated_top_n_sends_one_request_per_call(tmp_path):
+    ds = read_manifest(make_set(tmp_path, 12))
+    line = Line()
+    with detector(Machine(line), mode="classifications", top_n=5) as det, \
+            ScoreStore(tmp_path / "s.duckdb") as store:
+        s = score_dataset(ds, det, store, RunOptions(concurrency=4, max_calls=6, **QUIET))
+    assert s.calls == det.requests == line.calls == 6
+
+
+def test_a_call_budget_is_overspent_by_the_class_count_request_only(tmp_path):
+    ds = read_manifest(make_set(tmp_path, 15))
+    line = Line(latency=0.02)
+    with detector(Machine(line), mode="classifications") as det, \
+            ScoreStore(tmp_path / "s.duckdb") as store:
+        s = score_dataset(ds, det, store, RunOptions(concurrency=8, max_calls=6, **QUIET))
+    # the runner counts calls; the one request that learned the class count is extra
+    assert (s.calls, det.requests, line.calls) == (6, 7, 7)
 
 
 def test_resume_after_a_call_budget(tmp_path):
@@ -356,6 +385,8 @@ def test_refused_key_stops_the_run(tmp_path, status):
         with pytest.raises(FatalDetectorError, match="refused the API key") as info:
             score_dataset(ds, det, store, RunOptions(concurrency=2, **QUIET))
         assert "VIAM_API_KEY" in str(info.value) and status.name in str(info.value)
+        # one full stop where the runner adds its own
+        assert "access to this machine. Everything finished" in str(info.value)
         assert line.calls <= 3  # stopped at once, not once per image
         assert store.failures().empty  # the key, not the images, was at fault
         assert store.runs().iloc[0]["status"] == "failed"
@@ -365,12 +396,28 @@ def test_connection_refused_at_connect_time_stops_the_run(tmp_path):
     ds = read_manifest(make_set(tmp_path, 10))
     machine = Machine(Line(), refuse=ConnectionRefusedError(111, "Connection refused"))
     with detector(machine) as det, ScoreStore(tmp_path / "s.duckdb") as store:
-        with pytest.raises(FatalDetectorError, match=f"cannot connect to the machine at {ADDRESS}"):
+        with pytest.raises(FatalDetectorError, match=f"cannot connect to the machine at "
+                           f"{ADDRESS}: nothing accepts connections there") as info:
             score_dataset(ds, det, store, RunOptions(concurrency=4, **QUIET))
+        assert "machine.." not in str(info.value) and "running." in str(info.value)
         # Calls waiting together share one attempt; a call that starts after it failed
         # may try once more before the runner stops dispatching: at most one per slot.
         assert 1 <= len(machine.credentials) <= 4
         assert store.failures().empty
+
+
+@pytest.mark.parametrize("status", [Status.UNAUTHENTICATED, Status.PERMISSION_DENIED])
+def test_refused_key_at_connect_time_is_named(tmp_path, status):
+    ds = read_manifest(make_set(tmp_path, 1))
+    machine = Machine(Line(), refuse=GRPCError(status, "bad key"))
+    with detector(machine) as det:
+        with pytest.raises(FatalDetectorError) as info:
+            det.detect(ds.images[0])
+    assert str(info.value).startswith(
+        f"cannot connect to the machine at {ADDRESS}: it refused the API key "
+        f"({status.name}: bad key). Check VIAM_API_KEY and VIAM_API_KEY_ID"
+    )
+    assert not str(info.value).endswith(".")  # the runner adds the full stop
 
 
 def test_unknown_service_name_is_fatal(tmp_path):

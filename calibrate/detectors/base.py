@@ -6,7 +6,15 @@ in its own score scale. The runner (:mod:`calibrate.runner`) calls
 :class:`ImageError` as a failure of that image and moves on, and stops the whole run on
 :class:`FatalDetectorError` (bad credentials, a missing model): retrying those would
 only burn quota. Any other exception is treated as a per-image failure and recorded
-with its type and message; it is never turned into a score.
+with its type and message; it is never turned into a score. A detector that calls
+``sys.exit()`` stops the run with a :class:`FatalDetectorError` saying so
+(:func:`calibrate.detectors.validation.call_detector`).
+
+What a detector returns is checked before anything is stored
+(:func:`calibrate.detectors.validation.check_detection`): a result with a label that is
+not a non-empty string or not among the detector's stated ``labels``, or a score that is
+not a finite number or outside its stated ``score_range``, fails that image with the
+reason recorded; the other images are scored.
 """
 
 from __future__ import annotations
@@ -137,6 +145,21 @@ class Detector(Protocol):
     detection_floor : float or None
         Lowest score the detector can report at all (a service-side cutoff); scores
         below it are censored and reports say so.
+    score_range : tuple of (float, float), optional
+        The detector's scale: the lowest and highest score it can report, ends
+        included, e.g. ``(0.0, 1.0)`` (Viam, IMM) or ``(0.0, 100.0)`` (Rekognition).
+        Optional, so not a member of the protocol (detectors written before it lack
+        it; read it with ``getattr(detector, "score_range", None)``). When stated, a
+        score outside it fails its image instead of being stored; when absent, scores
+        are only checked to be finite.
+
+    Notes
+    -----
+    ``labels``, when stated, is enforced the same way: a result with another label
+    fails its image. State None rather than an incomplete list. Attribute-value labels
+    (``attribute:value``, e.g. ``emotion:calm``) are the exception: services add values
+    without notice, so stating the attribute (``emotion``) or any of its values admits
+    every value of it.
     """
 
     name: str
@@ -146,7 +169,8 @@ class Detector(Protocol):
     detection_floor: float | None
 
     def detect(self, image: LabeledImage) -> Detection:
-        """Score one image. Raise a :class:`DetectorError` subclass on failure."""
+        """Score one image. Raise a :class:`DetectorError` subclass on failure, never
+        ``sys.exit()``; return ``Detection([])`` when nothing was found."""
         ...
 
     def settings(self) -> dict[str, Any]:

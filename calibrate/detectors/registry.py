@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from calibrate.detectors.base import Detector
+from calibrate.secrets import register_options
 from calibrate.errors import InputError
 
 __all__ = ["BUILTIN", "make_detector"]
@@ -124,6 +125,9 @@ def make_detector(spec: str, *, model_version: str | None = None, **options: Any
         Unknown name, a plugin that cannot be imported, or an object that is not a
         detector.
     """
+    # Secret options (and URL user-info) are scrubbed by value from everything stored
+    # or printed from here on, whatever the detector or an SDK does with them.
+    register_options(options)
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
         try:

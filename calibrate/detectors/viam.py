@@ -14,13 +14,24 @@ Connecting
 ----------
 The detector connects lazily, once, on the first image, with the API key in the
 environment (``VIAM_API_KEY``, ``VIAM_API_KEY_ID``) and the machine address from the
-``address`` option or ``VIAM_MACHINE_ADDRESS``. The key is read from the environment
-when connecting and is never kept on the detector, returned by
-:meth:`ViamDetector.settings` or written to the store. The SDK is asyncio while the
-runner calls :meth:`ViamDetector.detect` from worker threads, so the detector owns one
-event loop in a background thread, and every call is a coroutine submitted to it; all
-calls share one connection. :meth:`ViamDetector.close` (also run when the detector is
-garbage-collected or at interpreter exit) closes the connection and stops the thread.
+``address`` option or ``VIAM_MACHINE_ADDRESS``, over TLS unless ``insecure`` (a machine
+on this computer only). The key is read from the environment when connecting and is
+never kept on the detector, returned by :meth:`ViamDetector.settings` or written to the
+store or the dialer log. Dialing, its log and the one-line reason a dial failed are in
+:mod:`calibrate.detectors.viam_dial`. The SDK is asyncio while the runner calls
+:meth:`ViamDetector.detect` from worker threads, so the detector owns one event loop in
+a background thread, and every call is a coroutine submitted to it; all calls share one
+connection. :meth:`ViamDetector.close` (also run when the detector is garbage-collected
+or at interpreter exit) closes the connection and stops the thread.
+
+Requests
+--------
+A call of :meth:`ViamDetector.detect` is one request, except in classifications mode
+without ``top_n``: the service cannot say how many classes it has except by refusing a
+larger top-N, so the first call asks for 1000, learns the count from the refusal and
+asks again, while the other calls wait for that count (one extra request per detector,
+not one per worker). :attr:`ViamDetector.requests` counts requests, and each image's
+``raw["requests"]`` says how many it took.
 
 Censored scores
 ---------------
@@ -42,17 +53,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import importlib.util
 import math
 import os
 import re
 import threading
-import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 from calibrate.detectors.base import (
@@ -63,6 +73,19 @@ from calibrate.detectors.base import (
     ImageError,
     Result,
     RetryableError,
+)
+from calibrate.detectors.viam_dial import (
+    ENV_ADDRESS,
+    ENV_API_KEY,
+    ENV_API_KEY_ID,
+    DialFailed,
+    InsecureConnectionWarning,
+    ViamCredentials,
+    _check_environment,
+    _ConnectErrors,
+    _describe,
+    check_insecure,
+    connect_to_machine,
 )
 from calibrate.errors import CalibrateWarning, InputError
 
@@ -75,9 +98,11 @@ __all__ = [
     "CENSORING_STEP",
     "CENSORING_TOLERANCE",
     "CensoredScoresWarning",
+    "DialFailed",
     "ENV_ADDRESS",
     "ENV_API_KEY",
     "ENV_API_KEY_ID",
+    "InsecureConnectionWarning",
     "MODES",
     "UNSTATED_VERSION",
     "UnstatedModelVersionWarning",
@@ -86,10 +111,6 @@ __all__ = [
     "censoring_floor",
     "connect_to_machine",
 ]
-
-ENV_API_KEY = "VIAM_API_KEY"
-ENV_API_KEY_ID = "VIAM_API_KEY_ID"
-ENV_ADDRESS = "VIAM_MACHINE_ADDRESS"
 
 #: What the detector asks the service for.
 MODES = ("detections", "classifications")
@@ -117,7 +138,9 @@ _NOT_IMPLEMENTED = re.compile(r"does not implement a (detector|classifier)", re.
 _ALL_CLASSES = 1000
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_MAX_MESSAGE = 400
+#: Seconds the connect guard waits beyond connect_timeout, for the dialer to give up
+#: by itself first.
+_CONNECT_SLACK = 5.0
 
 
 class CensoredScoresWarning(CalibrateWarning):
@@ -252,88 +275,6 @@ class _Tally:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ViamCredentials:
-    """Where and as whom to connect; read from the environment at connect time.
-
-    The key and key id are left out of ``repr`` so that they cannot end up in logs or
-    error messages by accident.
-
-    Attributes
-    ----------
-    address : str or None
-        The machine's address, e.g. ``my-machine-main.abc123.viam.cloud``.
-    api_key_id, api_key : str or None
-    """
-
-    address: str | None
-    api_key_id: str | None = field(default=None, repr=False)
-    api_key: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_env(cls, address: str | None = None) -> ViamCredentials:
-        """Credentials from ``VIAM_API_KEY``, ``VIAM_API_KEY_ID`` and, unless given,
-        ``VIAM_MACHINE_ADDRESS``."""
-        return cls(
-            address=address or os.environ.get(ENV_ADDRESS) or None,
-            api_key_id=os.environ.get(ENV_API_KEY_ID) or None,
-            api_key=os.environ.get(ENV_API_KEY) or None,
-        )
-
-
-@asynccontextmanager
-async def connect_to_machine(credentials: ViamCredentials, service: str):
-    """Connect to a machine with an API key and yield its vision service's client.
-
-    This is the production ``client_factory`` of :class:`ViamDetector`.
-
-    Parameters
-    ----------
-    credentials : ViamCredentials
-    service : str
-        The vision service's name in the machine's configuration.
-
-    Yields
-    ------
-    viam.services.vision.VisionClient
-    """
-    import logging
-
-    from viam.robot.client import RobotClient
-    from viam.services.vision import VisionClient
-
-    options = RobotClient.Options.with_api_key(
-        api_key=credentials.api_key,
-        api_key_id=credentials.api_key_id,
-        # The SDK logs every (re)connection at INFO; under a progress bar that is noise.
-        log_level=logging.WARNING,
-    )
-    robot = await RobotClient.at_address(credentials.address, options)
-    try:
-        yield VisionClient.from_robot(robot, service)
-    finally:
-        await robot.close()
-
-
-def _secret_values() -> list[str]:
-    return [v for v in (os.environ.get(ENV_API_KEY), os.environ.get(ENV_API_KEY_ID)) if v]
-
-
-def _scrub(text: str) -> str:
-    """The text with the API key and key id replaced, and cut to a readable length."""
-    for secret in _secret_values():
-        text = text.replace(secret, "<redacted>")
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    status = getattr(exc, "status", None)
-    if status is not None and hasattr(exc, "message"):
-        return _scrub(f"{status.name}: {exc.message or 'no message'}")
-    text = str(exc) or "no message"
-    return _scrub(f"{type(exc).__name__}: {text}")
-
-
 class _Session:
     """One event loop in a daemon thread, and the one connection it owns.
 
@@ -356,6 +297,8 @@ class _Session:
         self.connect_error = connect_error
         self.client: Any = None
         self.closed = False
+        # Held by the one call that learns how many classes the service has.
+        self.class_count_lock = asyncio.Lock()
         self._stack: AsyncExitStack | None = None
         self._connecting: asyncio.Future | None = None
         self._calls: set[asyncio.Task] = set()
@@ -481,6 +424,16 @@ class ViamDetector:
         known; recorded with the run.
     address : str, optional
         The machine's address. Default: ``VIAM_MACHINE_ADDRESS``.
+    insecure : bool or "force", default False
+        Connect without TLS, to a machine that serves without it (a local viam-server
+        with TLS turned off). ``True`` is refused unless the address is this computer
+        (``localhost``, ``127.0.0.1``, ``::1``), since the API key and the images would
+        cross the network unencrypted; ``"force"`` allows any address, with an
+        :class:`InsecureConnectionWarning`.
+    dial_log : path, optional
+        Where the dialer's output (which viam-sdk prints while connecting) is
+        appended, with the API key redacted. Default: ``calibrate-viam-dial-<user>.log``
+        in the temporary folder (:func:`calibrate.detectors.viam_dial.default_dial_log`).
     service_min_confidence : float, optional
         The service's ``default_minimum_confidence``, if it has one. A value above 0
         is recorded as the run's ``detection_floor``: scores below it are censored.
@@ -498,14 +451,16 @@ class ViamDetector:
     client_factory : callable, optional
         ``client_factory(credentials, service)`` returning an async context manager
         that yields a vision client, or an awaitable of one. Default
-        :func:`connect_to_machine`. Called once, in the detector's event loop; tests
-        use it to serve a local ``Vision`` implementation.
+        :func:`connect_to_machine` (with ``insecure``, ``connect_timeout`` and
+        ``dial_log``). Called once, in the detector's event loop; tests use it to serve
+        a local ``Vision`` implementation.
 
     Raises
     ------
     InputError
-        On an invalid option, when viam-sdk is not installed, or when connecting to a
-        machine (the default ``client_factory``) without the address, key or key id.
+        On an invalid option, when viam-sdk is not installed, when connecting to a
+        machine (the default ``client_factory``) without the address, key or key id,
+        or with ``insecure=True`` to an address that is not this computer.
 
     Notes
     -----
@@ -531,6 +486,8 @@ class ViamDetector:
         top_n: int | None = None,
         labels: Iterable[str] | str | None = None,
         address: str | None = None,
+        insecure: bool | str = False,
+        dial_log: str | os.PathLike | None = None,
         service_min_confidence: float | None = None,
         service_label_confidences: Mapping[str, float] | None = None,
         call_timeout: float = 60.0,
@@ -586,13 +543,15 @@ class ViamDetector:
         # The address is where to connect, not a secret, but it is kept out of
         # settings() too: it names a machine, not anything that changes scores.
         self._address = address.strip() if address else None
+        # Checked against the address known now; connect_to_machine checks it again
+        # against the one it connects to.
+        self._insecure = check_insecure(insecure, self._address or os.environ.get(ENV_ADDRESS))
+        forced = isinstance(insecure, str) and insecure.strip().lower() == "force"
+        insecure = "force" if forced else self._insecure
         if client_factory is None:
-            if importlib.util.find_spec("viam") is None:
-                raise InputError(
-                    "the viam detector needs viam-sdk: pip install 'calibrate[viam]'."
-                )
-            _check_environment(self._address)
-            client_factory = connect_to_machine
+            client_factory = _default_factory(
+                self._address, insecure, self.connect_timeout, dial_log
+            )
         self._client_factory = client_factory
         if self.detection_floor is not None:
             warnings.warn(
@@ -606,6 +565,7 @@ class ViamDetector:
             )
         self._tally = _Tally()
         self._class_cap: int | None = None  # classes the model has, once rdk says so
+        self._requests = 0  # requests sent to the service, counted in its event loop
         self._lock = threading.Lock()
         self._session: _Session | None = None
         self._finalizer: weakref.finalize | None = None
@@ -634,6 +594,17 @@ class ViamDetector:
         except Exception:  # noqa: BLE001 - only informative
             pass
         return out
+
+    @property
+    def requests(self) -> int:
+        """Requests this detector has sent to the service, over all its runs.
+
+        One per call of :meth:`detect`, except that in classifications mode without
+        ``top_n`` the first call also sends the request that learns the class count (and
+        a filtering service may refuse it again for an image with fewer classes left).
+        The runner counts calls, so compare this with a run's ``calls``.
+        """
+        return self._requests
 
     def detect(self, image: LabeledImage) -> Detection:
         """Send one image to the service and return what it reported.
@@ -675,9 +646,10 @@ class ViamDetector:
             )
         session = self._open_session()
         future = session.submit(self._score(session, picture))
-        # The coroutine bounds itself (connect, then at most two calls); this only
-        # guards against a wedged loop.
-        limit = self.connect_timeout + 2 * self.call_timeout + 5.0
+        # The coroutine bounds itself (connect, then at most two requests, after at most
+        # two of the call that learns the class count); this only guards against a
+        # wedged loop.
+        limit = self.connect_timeout + _CONNECT_SLACK + 4 * self.call_timeout + 5.0
         try:
             results, raw = future.result(timeout=limit)
         except concurrent.futures.TimeoutError:
@@ -790,8 +762,9 @@ class ViamDetector:
                     self._client_factory,
                     lambda: ViamCredentials.from_env(address),
                     self.service,
-                    self.connect_timeout,
-                    _ConnectErrors(self.service, address),
+                    self.connect_timeout + _CONNECT_SLACK,
+                    _ConnectErrors(self.service, address, insecure=self._insecure,
+                                   connect_timeout=self.connect_timeout),
                 )
                 self._session = session
                 self._finalizer = weakref.finalize(self, session.close)
@@ -799,26 +772,34 @@ class ViamDetector:
 
     async def _score(self, session: _Session, picture) -> tuple[list[Result], dict[str, Any]]:
         client = await session.get_client()
+        sent = [0]  # requests this call made
         try:
             if self.mode == "detections":
-                items = await self._get_detections(client, picture)
+                items = await self._get_detections(client, picture, sent)
                 results, rows = _from_detections(items, picture.width, picture.height)
                 raw = {"mode": self.mode, "detections": rows}
             else:
-                items, asked = await self._get_classifications(client, picture)
+                items, asked = await self._get_classifications(session, client, picture, sent)
                 results, rows = _from_classifications(items)
                 raw = {"mode": self.mode, "top_n": asked, "classifications": rows}
         except (DetectorError, asyncio.CancelledError):
             raise
         except Exception as exc:  # noqa: BLE001 - classified, never turned into a score
             raise self._call_error(exc) from None
-        raw.update(mime_type=str(picture.mime_type), width=picture.width, height=picture.height)
+        raw.update(mime_type=str(picture.mime_type), width=picture.width, height=picture.height,
+                   requests=sent[0])
         return results, raw
 
-    async def _get_detections(self, client, picture) -> list:
+    def _sending(self, sent: list[int]) -> None:
+        # Runs in the detector's event loop only, so the counts need no lock.
+        sent[0] += 1
+        self._requests += 1
+
+    async def _get_detections(self, client, picture, sent: list[int]) -> list:
         from viam.media.video import CameraMimeType
 
         stub = getattr(client, "client", None)
+        self._sending(sent)
         if picture.mime_type != CameraMimeType.JPEG and hasattr(stub, "GetDetections"):
             # viam-sdk labels every upload image/jpeg, and rdk decodes that label with
             # libjpeg, so PNG bytes would be refused: send them with their own type.
@@ -834,11 +815,23 @@ class ViamDetector:
             return list(response.detections)
         return list(await client.get_detections(picture, timeout=self.call_timeout))
 
-    async def _get_classifications(self, client, picture) -> tuple[list, int]:
+    async def _get_classifications(self, session: _Session, client, picture,
+                                   sent: list[int]) -> tuple[list, int]:
+        if self.top_n is None and self._class_cap is None:
+            # Only the service knows how many classes it has, and it says so only by
+            # refusing a larger top-N: one call asks, the others wait for the answer
+            # instead of each sending a request bound to be refused.
+            async with session.class_count_lock:
+                if self._class_cap is None:
+                    return await self._top_classes(client, picture, sent, learning=True)
+        return await self._top_classes(client, picture, sent)
+
+    async def _top_classes(self, client, picture, sent: list[int], *,
+                           learning: bool = False) -> tuple[list, int]:
         wanted = self.top_n or _ALL_CLASSES
         asked = min(wanted, self._class_cap) if self._class_cap else wanted
         try:
-            items = await self._classify(client, picture, asked)
+            items = await self._classify(client, picture, asked, sent)
         except Exception as exc:
             # rdk refuses a top-N larger than the classes it has (after its own
             # filtering) and says how many there are: ask again for that many.
@@ -849,15 +842,19 @@ class ViamDetector:
             # Unfiltered, that is the model's class count; remember the largest seen.
             self._class_cap = max(available, self._class_cap or 0) or None
             asked = min(wanted, available)
-            items = [] if asked == 0 else await self._classify(client, picture, asked)
+            items = [] if asked == 0 else await self._classify(client, picture, asked, sent)
+        else:
+            if learning:  # it has at least that many: keep asking for them
+                self._class_cap = asked
         # A service that ignores n must not widen what was asked for.
         items = sorted(items, key=lambda c: -c.confidence)[:asked]
         return items, asked
 
-    async def _classify(self, client, picture, count: int) -> list:
+    async def _classify(self, client, picture, count: int, sent: list[int]) -> list:
         from viam.media.video import CameraMimeType
 
         stub = getattr(client, "client", None)
+        self._sending(sent)
         if picture.mime_type != CameraMimeType.JPEG and hasattr(stub, "GetClassifications"):
             # See _get_detections: the SDK would label PNG bytes image/jpeg.
             from viam.proto.service.vision import GetClassificationsRequest
@@ -873,7 +870,11 @@ class ViamDetector:
         return list(await client.get_classifications(picture, count, timeout=self.call_timeout))
 
     def _call_error(self, exc: BaseException) -> DetectorError:
-        """Sort a failed call into the runner's error kinds."""
+        """Sort a failed call into the runner's error kinds.
+
+        Fatal messages end without a full stop: the runner adds one when it reports
+        the stop.
+        """
         what = _describe(exc)
         where = f"Viam service {self.service!r}"
         status = getattr(exc, "status", None)
@@ -884,18 +885,18 @@ class ViamDetector:
             return FatalDetectorError(
                 f"{where} refused the API key ({what}). Check {ENV_API_KEY} and "
                 f"{ENV_API_KEY_ID}: they must be a machine (or organisation) API key with "
-                "access to this machine."
+                "access to this machine"
             )
         if name == "NOT_FOUND":
             return FatalDetectorError(
                 f"the machine has no vision service named {self.service!r} ({what}). Use "
-                "the service's name from the machine's configuration: --option service=NAME."
+                "the service's name from the machine's configuration: --option service=NAME"
             )
         if name == "UNIMPLEMENTED" or _NOT_IMPLEMENTED.search(what):
             other = "classifications" if self.mode == "detections" else "detections"
             return FatalDetectorError(
                 f"{where} does not support get_{self.mode} ({what}). Its model may be "
-                f"made for the other call: try --option mode={other}."
+                f"made for the other call: try --option mode={other}"
             )
         if name in ("INVALID_ARGUMENT", "OUT_OF_RANGE"):
             return ImageError(f"{where} rejected the image: {what}")
@@ -912,50 +913,24 @@ class ViamDetector:
         return DetectorError(f"{where}: {what}")
 
 
-class _ConnectErrors:
-    """Turns a failed connection into a FatalDetectorError that says what to check."""
-
-    def __init__(self, service: str, address: str | None) -> None:
-        self.service = service
-        self.address = address
-
-    def __call__(self, exc: BaseException) -> FatalDetectorError:
-        address = self.address or os.environ.get(ENV_ADDRESS) or "(no address)"
-        what = _describe(exc)
-        status = getattr(getattr(exc, "status", None), "name", None)
-        if status in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-            return FatalDetectorError(
-                f"the machine at {address} refused the API key ({what}). Check "
-                f"{ENV_API_KEY} and {ENV_API_KEY_ID}: they must be an API key with access "
-                "to this machine (the machine's CONNECT tab lists them)."
-            )
-        if type(exc).__name__ == "ResourceNotFoundError" or status == "NOT_FOUND":
-            return FatalDetectorError(
-                f"the machine at {address} has no vision service named {self.service!r} "
-                f"({what}). Use the service's name from the machine's configuration: "
-                "--option service=NAME."
-            )
-        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-            return FatalDetectorError(
-                f"connecting to the machine at {address} timed out ({what}). Check that "
-                "the machine is online and the address is right, or raise connect_timeout."
-            )
-        if isinstance(exc, ValueError) and "uuid" in str(exc).lower():
-            return FatalDetectorError(
-                f"{ENV_API_KEY_ID} is not an API key id (a UUID); check that "
-                f"{ENV_API_KEY_ID} and {ENV_API_KEY} are not swapped."
-            )
-        return FatalDetectorError(
-            f"cannot connect to the machine at {address} ({what}). Check the address "
-            f"({ENV_ADDRESS} or --option address=...; the machine's CONNECT tab shows it), "
-            f"that the machine is online, and that {ENV_API_KEY} / {ENV_API_KEY_ID} are an "
-            "API key with access to it."
-        )
-
-
 # ---------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------
+
+
+def _default_factory(address: str | None, insecure: bool | str, connect_timeout: float,
+                     dial_log) -> Callable[..., Any]:
+    if importlib.util.find_spec("viam") is None:
+        raise InputError("the viam detector needs viam-sdk: pip install 'calibrate[viam]'.")
+    _check_environment(address)
+    if dial_log is not None:
+        if not isinstance(dial_log, (str, os.PathLike)) or not str(dial_log).strip():
+            raise InputError(f"dial_log must be a file path, got {dial_log!r}.")
+        dial_log = os.path.expanduser(dial_log)
+    return functools.partial(
+        connect_to_machine, insecure=insecure, connect_timeout=connect_timeout,
+        dial_log=dial_log,
+    )
 
 
 def _read_image(image: LabeledImage) -> tuple[bytes, Any]:
@@ -1039,29 +1014,6 @@ def _is_viam_error(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, ViamError)
-
-
-def _check_environment(address: str | None) -> None:
-    missing = [
-        var for var, have in (
-            (ENV_ADDRESS, address or os.environ.get(ENV_ADDRESS)),
-            (ENV_API_KEY, os.environ.get(ENV_API_KEY)),
-            (ENV_API_KEY_ID, os.environ.get(ENV_API_KEY_ID)),
-        ) if not have
-    ]
-    if missing:
-        raise InputError(
-            f"the viam detector connects with an API key from the environment; set "
-            f"{', '.join(missing)} (the machine's CONNECT tab shows the address and its "
-            "API keys; the address may also be given as --option address=...)."
-        )
-    try:
-        uuid.UUID(os.environ[ENV_API_KEY_ID])
-    except ValueError:
-        raise InputError(
-            f"{ENV_API_KEY_ID} is not an API key id (a UUID such as "
-            f"1b2c3d4e-...); check that {ENV_API_KEY_ID} and {ENV_API_KEY} are not swapped."
-        ) from None
 
 
 def _labels(labels) -> tuple[str, ...] | None:

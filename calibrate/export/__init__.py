@@ -5,6 +5,14 @@
 * :mod:`calibrate.export.viam` - ``label_confidences`` for a Viam ML-model vision service.
 * :mod:`calibrate.export.rekognition` - per-label ``MinConfidence`` maps (0-100).
 * :mod:`calibrate.export.alibaba_imm` - per-label/attribute threshold maps (0-1).
+
+What no exporter writes (:mod:`calibrate.export.decisions`): a label whose policy
+refuses it (unproven limits, ``if_limit_unproven = "refuse"``) is left out and reported
+in :attr:`ExportResult.refused`, one line each, while every other label is written; a
+label that cannot be calibrated is left out too (Viam: with a warning that Viam drops
+its detections; the other targets refuse it unless ``allow_missing``). A detector known
+to score on another scale than the target's is refused outright
+(:mod:`calibrate.export.scales`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from calibrate.thresholds_file import (
 
 __all__ = [
     "EXPORTERS",
+    "OPTIONS",
     "TARGETS",
     "ExportResult",
     "ThresholdEntry",
@@ -41,8 +50,9 @@ def _thresholds(tf: ThresholdsFile, path, *, store, detector, model_version, **o
     if options:
         raise InputError(f"the thresholds export takes no options, got {', '.join(options)}.")
     if detector or model_version:
-        tf = ThresholdsFile(tuple(tf.select(detector, model_version)), tf.created_at,
-                            tf.tool_version, tf.source)
+        tf = ThresholdsFile(tuple(tf.select(detector, model_version, calibrated_only=False)),
+                            tf.created_at, tf.tool_version, tf.source)
+    # calibrate's own record keeps every entry, refused and uncalibrated ones included.
     return ExportResult(write_thresholds_file(tf, path), [])
 
 
@@ -55,32 +65,46 @@ def _viam(tf: ThresholdsFile, path, *, store, detector, model_version, **options
     service = options.pop("service", "vision")
     mlmodel_name = options.pop("mlmodel_name", None)
     dry_run = bool(options.pop("dry_run", False))
+    # Viam never refuses a label that cannot be calibrated (it warns that Viam drops it),
+    # so the flag other targets need changes nothing here.
+    options.pop("allow_missing", None)
     exp = viam.label_confidences(
         tf, detector=entries[0].detector, model_version=entries[0].model_version,
         emitted_labels=emitted, **options,
     )
     if machine_config is not None:
         diff = viam.merge_into_machine_config(machine_config, service, exp, dry_run=dry_run)
-        return ExportResult(Path(machine_config), exp.warnings, diff, dry_run)
+        return ExportResult(Path(machine_config), exp.warnings, diff, dry_run, exp.refused)
     fragment = viam.service_fragment(exp, name=service, mlmodel_name=mlmodel_name)
-    return _write_json(path, "viam", fragment, exp.warnings)
+    return _write_json(path, "viam", fragment, exp.warnings, exp.refused)
 
 
 def _rekognition(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
     data = min_confidence_map(tf, detector=detector, model_version=model_version, **options)
-    return _write_json(path, "rekognition", data, data["notes"])
+    return _write_json(path, "rekognition", data, data["notes"], data["refused"].values())
 
 
 def _alibaba_imm(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
     data = threshold_map(tf, detector=detector, model_version=model_version, **options)
-    return _write_json(path, "alibaba-imm", data, data["notes"])
+    return _write_json(path, "alibaba-imm", data, data["notes"], data["refused"].values())
 
 
-def _write_json(path, target: str, data, notes) -> ExportResult:
+def _nothing_left(target: str, data, refused) -> bool:
+    """True when a per-label map would hold no label at all, only refusals."""
+    key = {"rekognition": "MinConfidence", "alibaba-imm": "thresholds"}.get(target)
+    return bool(refused) and key is not None and not data[key] and not data["never_fire"]
+
+
+def _write_json(path, target: str, data, notes, refused=()) -> ExportResult:
+    refused = list(refused)
     if path is None:
         raise InputError(f"export --to {target} needs an output file.")
+    if _nothing_left(target, data, refused):
+        # A config that deploys nothing is no export: say why instead of writing it.
+        raise InputError(f"nothing to export --to {target}: every label is refused. "
+                         + " ".join(refused))
     atomic_write_text(Path(path), json.dumps(data, indent=2) + "\n")
-    return ExportResult(Path(path), notes)
+    return ExportResult(Path(path), notes, refused=refused)
 
 
 #: Every export target and the function that writes it: the one place to add a target.
@@ -92,6 +116,16 @@ EXPORTERS = {
 }
 
 TARGETS = tuple(EXPORTERS)
+
+#: Options each target takes (besides the output path, store, detector and version), so a
+#: misspelt option is a message, not a TypeError.
+OPTIONS = {
+    "thresholds": (),
+    "viam": ("service", "mlmodel_name", "machine_config", "dry_run", "uncalibrated",
+             "default_minimum_confidence", "decimals", "allow_missing"),
+    "rekognition": ("custom_labels", "decimals", "allow_missing"),
+    "alibaba-imm": ("decimals", "allow_missing"),
+}
 
 
 def export_to(target: str, tf: ThresholdsFile, path, *, store=None, detector=None,
@@ -113,15 +147,28 @@ def export_to(target: str, tf: ThresholdsFile, path, *, store=None, detector=Non
         ``viam``: ``service`` (name, default "vision"), ``mlmodel_name``,
         ``machine_config`` (a config file to merge into), ``dry_run``, ``uncalibrated``,
         ``default_minimum_confidence``, ``decimals``. ``rekognition``:
-        ``custom_labels``, ``decimals``. ``alibaba-imm``: ``decimals``.
+        ``custom_labels``, ``decimals``, ``allow_missing``. ``alibaba-imm``:
+        ``decimals``, ``allow_missing`` (leave out labels that cannot be calibrated
+        instead of refusing them).
 
     Returns
     -------
     ExportResult
-        The written path, warnings, and for a Viam merge the diff.
+        The written path, warnings, labels refused (one line each: the file holds every
+        other label), and for a Viam merge the diff.
+
+    Raises
+    ------
+    InputError
+        Bad input; nothing is written: an unknown target or option, a detector on
+        another scale than the target's, an ambiguous file, or nothing left to export.
     """
     if target not in EXPORTERS:
         raise InputError(f"unknown export target {target!r}; choose one of {', '.join(TARGETS)}.")
+    unknown = sorted(set(options) - set(OPTIONS.get(target, options)))
+    if unknown:
+        raise InputError(f"export to {target}: unknown option(s) {', '.join(unknown)}; it "
+                         f"takes {', '.join(OPTIONS[target]) or 'none'}.")
     return EXPORTERS[target](tf, path, store=store, detector=detector,
                              model_version=model_version, **options)
 
@@ -136,10 +183,16 @@ class ExportResult:
     diff : str
         For a Viam machine-config merge: the unified diff.
     dry_run : bool
+    refused : list of str
+        One line per label left out because it may not be deployed (the policy refuses
+        it, or it cannot be calibrated and the target needs ``allow_missing``). Every
+        other label was written; the CLI exits 1 when this is non-empty.
     """
 
-    def __init__(self, path, warnings, diff: str = "", dry_run: bool = False):
+    def __init__(self, path, warnings, diff: str = "", dry_run: bool = False, refused=()):
         self.path, self.warnings, self.diff, self.dry_run = path, list(warnings), diff, dry_run
+        self.refused = list(refused)
 
     def __repr__(self) -> str:
-        return f"ExportResult(path={str(self.path)!r}, warnings={len(self.warnings)})"
+        return (f"ExportResult(path={str(self.path)!r}, warnings={len(self.warnings)}, "
+                f"refused={len(self.refused)})")

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from calibrate.errors import InputError
+from calibrate.export.scales import check_scale
 
 __all__ = ["ExportedValue", "TargetValues", "decision_safe", "shortest_safe", "target_values"]
 
@@ -135,10 +136,13 @@ def target_values(
     Raises
     ------
     InputError
-        A label listed twice (several versions mixed) or a threshold off the scale.
+        A label listed twice (several versions mixed), a detector whose known scale is
+        not the target's (:func:`calibrate.export.scales.check_scale`), or a threshold
+        off the scale.
     """
     out = TargetValues({}, [], [])
     for e in entries:
+        check_scale(e.detector, e.model_version, low=low, high=high, target=target)
         if e.label in out.values or e.label in out.never_fire:
             raise InputError(
                 f"label {e.label!r} appears for several detectors or versions; export one "

@@ -7,8 +7,13 @@ How the service applies them (viamrobotics/rdk ``services/vision/mlvision`` and
 ``default_minimum_confidence`` is ignored. Hence this exporter:
 
 * lists every label the model emits (from the store when given), so that no label is
-  dropped by accident; labels without a calibrated threshold get the service's default
-  (and a warning), or are dropped on request;
+  dropped by accident; emitted labels the thresholds file does not mention get the
+  service's default (and a warning), or are dropped on request;
+* leaves out a label the policy refuses (unproven limits, ``if_limit_unproven =
+  "refuse"``) and reports it, one line each: Viam then drops its detections; a label
+  deployed by sign-off is written with a warning saying so;
+* leaves out a label the file says cannot be calibrated, warning that Viam will drop
+  every detection of it;
 * refuses labels that differ only in case (Viam could not tell them apart);
 * writes "never fire" by leaving the label out (that is how Viam drops it), and "fire on
   everything" as 0.0 (images with no result cannot fire in Viam: warned);
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from calibrate.errors import CalibrateWarning, InputError
+from calibrate.export.decisions import screen, uncalibrated_note
 from calibrate.export.rounding import target_values
 from calibrate.io import atomic_write_text
 from calibrate.thresholds_file import ThresholdsFile
@@ -52,17 +58,22 @@ class ViamExport:
     ----------
     label_confidences : dict of str to float
     dropped : list of str
-        Labels left out (never fire, or uncalibrated with ``uncalibrated="drop"``).
+        Labels left out: never fire, refused by the policy, not calibratable, or
+        emitted without an entry with ``uncalibrated="drop"``.
     warnings : list of str
+    refused : list of str
+        One line per label the policy refuses to deploy (left out, so Viam drops it).
     """
 
     label_confidences: dict[str, float]
     dropped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
 
 
 def _one_version(tf: ThresholdsFile, detector: str | None, model_version: str | None):
-    return tf.one_version(detector, model_version, why="a Viam vision service runs one model, but")
+    return tf.one_version(detector, model_version, why="a Viam vision service runs one model, but",
+                          calibrated_only=False)
 
 
 def label_confidences(
@@ -85,7 +96,7 @@ def label_confidences(
     emitted_labels : list of str, optional
         Every label the model emits (e.g. ``store.labels(detector, model_version)``).
     uncalibrated : {"default", "drop"}, default "default"
-        For emitted labels without a threshold: list them at
+        For emitted labels the file has no entry for: list them at
         ``default_minimum_confidence`` (0.0 when None: keep every result, as an unset
         default does) or leave them out (Viam then drops their results).
     default_minimum_confidence : float, optional
@@ -95,15 +106,20 @@ def label_confidences(
     Returns
     -------
     ViamExport
+        Labels the policy refuses are in ``refused`` (one line each) and left out; the
+        caller reports them (the CLI exits 1).
 
     Raises
     ------
     InputError
-        Two labels differing only in case, a threshold outside 0-1, or an ambiguous file.
+        Two labels differing only in case, a detector on another scale, a threshold
+        outside 0-1, an ambiguous file, or a map that would end up empty.
     """
     if uncalibrated not in ("default", "drop"):
         raise InputError(f"uncalibrated must be 'default' or 'drop', got {uncalibrated!r}.")
     entries = _one_version(tf, detector, model_version)
+    # Labels the file mentions, even uncalibrated or refused ones, are never listed at
+    # the default: that would deploy a cutoff nobody chose.
     names = [e.label for e in entries] + [
         lab for lab in (emitted_labels or []) if lab not in {e.label for e in entries}
     ]
@@ -116,13 +132,22 @@ def label_confidences(
                 "label_confidences keys case-insensitively, so it cannot give them "
                 "different cutoffs. Rename one in the model's label file."
             )
-    tv = target_values(entries, low=0.0, high=1.0, decimals=decimals, target="Viam")
-    out = ViamExport(tv.values, list(tv.never_fire), list(tv.notes))
+    scr = screen(entries, consequence="left out of label_confidences, so Viam drops its "
+                                      "detections")
+    tv = target_values(scr.entries, low=0.0, high=1.0, decimals=decimals, target="Viam")
+    out = ViamExport(tv.values, list(tv.never_fire), list(tv.notes) + scr.warnings,
+                     list(scr.refused.values()))
     if tv.never_fire:
         out.warnings.append(
             f"{', '.join(tv.never_fire)}: left out of label_confidences, so Viam drops "
             "their results (that is how 'never fire' is written)."
         )
+    out.dropped += list(scr.refused)
+    for e in scr.uncalibrated:
+        out.dropped.append(e.label)
+        out.warnings.append(uncalibrated_note(
+            e, "it is left out of label_confidences, so Viam will DROP every detection of "
+               "it (once label_confidences is non-empty, unlisted labels are dropped)"))
     for lab in names[len(entries):]:
         if uncalibrated == "drop":
             out.dropped.append(lab)
@@ -146,6 +171,7 @@ def label_confidences(
             + "), and Viam treats an empty label_confidences as unset, keeping results at "
             "default_minimum_confidence. Nothing should fire: disable the service instead, "
             "or list labels it may keep."
+            + "".join(f" {line}" for line in out.refused)
         )
     return out
 

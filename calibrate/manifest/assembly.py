@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from calibrate.errors import InputError
+from calibrate.errors import CalibrateWarning, InputError
 from calibrate.manifest.inspection import (
     CORRUPT,
     EMPTY,
@@ -58,6 +61,7 @@ def _assemble(
             problems.append(_problem(rec, found, image, root))
     if not images:
         raise _nothing_usable(problems, source, root)
+    _warn_lone_splits(records)
     return LabeledSet(
         name=name, source=source, images=images, labels=tuple(vocabulary), problems=problems
     )
@@ -95,3 +99,29 @@ def _nothing_usable(problems: list[Problem], source: str, root: Path) -> InputEr
         f"{source}: none of the {len(problems)} images can be used ({', '.join(kinds)})."
         f"{hint} First: {problems[0].message}"
     )
+
+
+def _warn_lone_splits(records: list[_Record]) -> None:
+    """Warn about a split used by one image only that looks like a typo of another.
+
+    ``"calbration"`` on one image is almost surely ``"calibration"``; accepted as
+    written, that image silently drops out of both splits' curves. A lone split is
+    flagged only when it resembles a split that more images use (case aside), so a
+    deliberate small split, or a tiny set, is left alone.
+    """
+    counts = Counter(rec.split for rec in records if rec.split is not None)
+    common = {name.lower(): name for name, n in counts.items() if n > 1}
+    for rec in records:
+        if rec.split is None or counts[rec.split] != 1:
+            continue
+        close = difflib.get_close_matches(rec.split.lower(), list(common), n=1)
+        if not close:
+            continue
+        meant = common[close[0]]
+        warnings.warn(
+            f"{rec.source}: image {rec.image_id!r} is the only one with split "
+            f"{rec.split!r}; did you mean {meant!r}, which {counts[meant]} images use? "
+            "Correct the split, or ignore this if the image really is alone in it.",
+            CalibrateWarning,
+            stacklevel=5,
+        )

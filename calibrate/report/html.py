@@ -4,9 +4,12 @@
 ``calibrate thresholds`` does), draws the figures of :mod:`calibrate.report.figures`,
 and writes into ``out_dir``:
 
-* ``index.html`` - summary table, one section per label with its figures and the
-  choice's explanation, a comparison of model versions, and the data's provenance
-  (datasets and fingerprints, runs, failures excluded and why). Figures are embedded
+* ``index.html`` - summary table (per label: the decision, deployed, needs sign-off or
+  refused, the calibration split's figures and, beside them, the held-out split's at
+  the same threshold, flagged where they disagree), the options of every label whose
+  limits are not met, one section per label with its figures and the choice's
+  explanation, a comparison of model versions, and the data's provenance (datasets
+  and fingerprints, runs, failures excluded and why). Figures are embedded
   as base64 PNG and the style sheet is inline, so the file opens offline and can be
   mailed or attached as it is. Templates are jinja2 with autoescaping on, so label
   names and messages from the data can never inject markup.
@@ -27,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from calibrate.errors import InputError
-from calibrate.io import atomic_write_text
+from calibrate.io import atomic_write_bytes, atomic_write_text, ensure_folder
 from calibrate.policy import PolicySet, by_action, error_names
 from calibrate.report import figures as F
+from calibrate.report.figures.base import OPTION_TITLES, shown_option, threshold_kind
 from calibrate.store import ScoreStore
 from calibrate.thresholds import (
     LabelThreshold,
@@ -47,11 +51,11 @@ DPI = 110
 
 _KIND_TITLES = {
     "histogram": ("score distribution", "Score distribution of images with and without the "
-                  "label; the vertical line is the threshold"),
+                  "label; the vertical line is the {kind} threshold"),
     "rates": ("error rates", "False-accept and false-reject rate versus threshold, with exact "
-              "confidence bands and the chosen point"),
+              "confidence bands and the {kind} threshold's rates"),
     "cost": ("expected cost", "Expected cost per item versus threshold; the circle is the "
-             "chosen threshold"),
+             "{kind} threshold"),
     "det": ("DET curve", "Detection error trade-off on normal-deviate axes; the diamond is "
             "the equal error rate"),
 }
@@ -166,9 +170,11 @@ def _render(task: _FigureTask, directory: Path) -> dict[str, Any]:
     png = buf.getvalue()
     png_path = directory / f"{task.key}.png"
     svg_path = directory / f"{task.key}.svg"
-    png_path.write_bytes(png)
+    atomic_write_bytes(png_path, png)
     # No date in the SVG, so an unchanged report is byte-identical.
-    fig.savefig(svg_path, format="svg", metadata={"Date": None})
+    svg = io.BytesIO()
+    fig.savefig(svg, format="svg", metadata={"Date": None})
+    atomic_write_bytes(svg_path, svg.getvalue())
     w, h = fig.get_size_inches() * DPI
     return {
         "data_uri": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
@@ -224,7 +230,8 @@ def _label_tasks(lt: LabelThreshold) -> list[_FigureTask]:
         tasks.append(_FigureTask(
             kind=kind, key=F.figure_key(lt.label, lt.detector, lt.model_version, kind),
             title=f"{F._plain(lt.label)} · {F._plain(who)}: {short}",
-            caption=f"{caption} ({lt.label}, {who}).", short=short,
+            caption=f"{caption.format(kind=threshold_kind(lt.choice))} ({lt.label}, {who}).",
+            short=short,
             results={lt.model_version: lt}, label=lt.label, detector=lt.detector,
             overlay=False,
         ))
@@ -238,7 +245,8 @@ def _comparison_tasks(detector, label, results: dict[str, LabelThreshold]) -> li
         short, caption = _KIND_TITLES[kind]
         tasks.append(_FigureTask(
             kind=kind, key=F.figure_key(label, detector, "versions", kind), title=None,
-            caption=f"{caption}: {versions} overlaid ({label}, {detector}).", short=short,
+            caption=f"{caption.format(kind='marked')}: {versions} overlaid ({label}, "
+                    f"{detector}).", short=short,
             results=dict(results), label=label, detector=detector, overlay=True,
         ))
     return tasks
@@ -249,21 +257,130 @@ def _comparison_tasks(detector, label, results: dict[str, LabelThreshold]) -> li
 # ---------------------------------------------------------------------------------------
 
 
-def _error_rows(choice) -> list[dict[str, Any]]:
+def _check_words(c) -> dict[str, str]:
+    """A calibration limit check in words: met, unproven (and how many more samples
+    would show it) or shown to fail."""
+    head = f"{c.error.replace('_', ' ')} \u2264\u00a0{format_rate(c.limit)}"
+    if c.met:
+        return dict(head=head, css="met", text="met")
+    if c.refuted:
+        return dict(head=head, css="notmet",
+                    text=f"shown to fail (refuted; lower bound {format_rate(c.lower)})")
+    return dict(head=head, css="warn",
+                text=f"unproven: {c.samples_needed:,} more {c.about}s needed")
+
+
+def _held_check_words(c) -> dict[str, str]:
+    """A limit check on the held-out split in words."""
+    head = f"{c.error.replace('_', ' ')} \u2264\u00a0{format_rate(c.limit)}"
+    if c.refuted:
+        return dict(head=head, css="notmet",
+                    text=f"shown to fail (lower bound {format_rate(c.lower)})")
+    if c.rate > c.limit:
+        return dict(head=head, css="notmet", text=f"broken: rate {format_rate(c.rate)}")
+    if c.met:
+        return dict(head=head, css="met", text="met")
+    return dict(head=head, css="warn", text=f"not shown (upper {format_rate(c.upper)})")
+
+
+def _joint_text(choice) -> str:
+    """The joint-limits rule, for a label with two limits (else empty)."""
+    if len(choice.limit_checks) < 2:
+        return ""
+    each = choice.limit_checks[0].confidence
+    return (f"Both limits must hold together at {choice.policy.confidence:.0%}: each is "
+            f"tested at {each:.1%} (1 \u2212 \u03b1/2, Bonferroni), since a false-accept "
+            "limit scanned from one end and a false-reject limit scanned from the other "
+            "add their error chances.")
+
+
+def _decision(choice) -> dict[str, str]:
+    """What happens to the label, in words (the summary's decision cell)."""
+    shown = shown_option(choice)
+    title = OPTION_TITLES.get(shown or "", shown or "")
+    if choice.decision == "deploy":
+        return dict(kind="deploy", css="met", text="deployed", detail="")
+    if choice.decision == "refuse":
+        return dict(kind="refuse", css="notmet", text="refused: not exported", detail="",
+                    option=title)
+    return dict(kind="sign_off", css="warn", text="needs sign-off",
+                detail=f"the policy deploys the {title} option (if_limit_unproven = "
+                       f"\"{choice.decision}\") although its limits are not shown",
+                option=title)
+
+
+def _status_words(choice) -> list[dict[str, str]]:
+    """The calibration row's limits cell: one entry per limit, after a headline when
+    no threshold can meet them."""
+    if not choice.limit_checks:
+        return [dict(head="", css="none", text="none set")]
+    out = []
+    if choice.status == "limits_refuted":
+        out.append(dict(head="", css="notmet",
+                        text="shown to fail at every threshold (refuted): more data cannot "
+                             "help"))
+    elif choice.status == "limits_unproven" and any(c.refuted for c in choice.limit_checks):
+        # The label could be shown at another threshold with more data, though the one
+        # shown here (deployed by sign-off, say) is shown to fail: say both.
+        least = max((c for c in choice.limit_checks if not c.met),
+                    key=lambda c: c.samples_needed_minimum)
+        out.append(dict(head="", css="warn", text=(
+            f"unproven: at best {least.samples_needed_minimum:,} more {least.about}s "
+            "needed (at another threshold)")))
+        return out + [dict(w, head=f"at this threshold, {w['head']}")
+                      for w in map(_check_words, choice.limit_checks)]
+    return out + [_check_words(c) for c in choice.limit_checks]
+
+
+def _error_rows(choice, held=None) -> list[dict[str, Any]]:
+    """Per error kind: calibration counts, rate and bound, the same on the held-out
+    split when there is one, and the limit with its check on each."""
     fa_name, fr_name = error_names(choice.action)
-    n_fa, n_fr = by_action(choice.action, choice.n_positive, choice.n_negative)
-    checks = {c.error: c for c in choice.limit_checks}
     rows = []
-    for key, name, k, n, rate, upper in (
-        ("false_accept", fa_name, choice.false_accepts, n_fa,
-         choice.false_accept_rate, choice.false_accept_rate_upper),
-        ("false_reject", fr_name, choice.false_rejects, n_fr,
-         choice.false_reject_rate, choice.false_reject_rate_upper),
-    ):
-        check = checks.get(key)
-        rows.append(dict(name=name, errors=k, n=n, rate=rate, upper=upper,
-                         limit=None if check is None else check.limit,
-                         met=None if check is None else check.met))
+    for key, name, which in (("false_accept", fa_name, "accept"),
+                             ("false_reject", fr_name, "reject")):
+        cal = _figures(choice, which)
+        check = next((c for c in choice.limit_checks if c.error == key), None)
+        row = dict(name=name, **cal, held=None, limit=None, check=None, held_check=None,
+                   confidence=None)
+        if held is not None:
+            row["held"] = _figures(held, which)
+        if check is not None:
+            row.update(limit=check.limit, confidence=check.confidence,
+                       check=_check_words(check))
+            hc = None if held is None else next(
+                (c for c in held.limit_checks if c.error == key), None)
+            row["held_check"] = None if hc is None else _held_check_words(hc)
+        rows.append(row)
+    return rows
+
+
+def _figures(choice, which: str) -> dict[str, Any]:
+    """Errors, class size, rate and upper bound of one error kind of a choice."""
+    n_fa, n_fr = by_action(choice.action, choice.n_positive, choice.n_negative)
+    if which == "accept":
+        return dict(errors=choice.false_accepts, n=n_fa, rate=choice.false_accept_rate,
+                    upper=choice.false_accept_rate_upper)
+    return dict(errors=choice.false_rejects, n=n_fr, rate=choice.false_reject_rate,
+                upper=choice.false_reject_rate_upper)
+
+
+def _option_rows(choice) -> list[dict[str, Any]]:
+    """The options side by side, when the limits are not met: each fully evaluated."""
+    shown = shown_option(choice)
+    rows = []
+    for o in choice.options:
+        c = o.choice
+        if o.name == shown:
+            role = ("deployed: needs sign-off" if choice.needs_sign_off
+                    else "shown for information; not deployed")
+        else:
+            role = ""
+        rows.append(dict(
+            name=o.name, title=OPTION_TITLES.get(o.name, o.name), meaning=o.meaning,
+            threshold_text=format_threshold(c.threshold), choice=c, role=role,
+            checks=[_check_words(k) for k in c.limit_checks],
+        ))
     return rows
 
 
@@ -292,6 +409,23 @@ def _hints(results) -> dict[str, str]:
     if actions == {"accept"}:
         return dict(fa_hint="negatives let through", fr_hint="positives turned away")
     return dict(fa_hint="by each label's action", fr_hint="by each label's action")
+
+
+def _held_out_context(results, split: str | None) -> dict[str, Any]:
+    """Which held-out split the report shows beside the calibration figures, or the one
+    sentence saying there is none."""
+    names = sorted({r.held_out_split for r in results if r.held_out_split})
+    flagged = [r for r in results if r.held_out_flags]
+    note = ""
+    if not names:
+        note = (
+            "No held-out split: every figure here comes from the "
+            + (f"split {split!r}" if split else "data")
+            + " that chose the threshold, so its bounds are not adjusted for that choice "
+            "and run optimistic. Calibrate on one split and keep another (e.g. \"test\") "
+            "held out to see honest figures beside them."
+        )
+    return dict(held_out_names=names, held_out_note=note, n_flagged=len(flagged))
 
 
 def _provenance(store, keys, dataset: str | None, results) -> dict[str, Any]:
@@ -382,6 +516,7 @@ def build_report(
     dataset: str | None = None,
     title: str | None = None,
     results: list[LabelThreshold] | None = None,
+    held_out: str | None = None,
     outputs: list[tuple[str, str]] = (),
     extra_provenance: list[tuple[str, str]] = (),
     workers: int | None = None,
@@ -401,7 +536,12 @@ def build_report(
     split, dataset : str, optional
     title : str, optional
     results : list of LabelThreshold, optional
-        Choices already made on the same data; computed when omitted.
+        Choices already made on the same data, held-out figures included; computed
+        when omitted (then nothing is queried or chosen twice).
+    held_out : str, optional
+        When ``results`` is omitted: the split to evaluate each chosen threshold on
+        (see :func:`calibrate.thresholds.choose_thresholds_from_store`: by default
+        ``"test"`` when calibrating on another split; ``""`` for none).
     outputs : list of (what, path)
         Other files written alongside (listed under provenance).
     extra_provenance : list of (name, value)
@@ -415,9 +555,8 @@ def build_report(
     ReportResult
     """
     out = Path(out_dir)
-    fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    results = _results_for(store, policies, keys, split, dataset, results)
+    fig_dir = ensure_folder(out / "figures")
+    results = _results_for(store, policies, keys, split, dataset, results, held_out)
     sections, summary_rows, notes, tasks, slots = _label_sections(results, keys)
     for (det, label), sec in sections.items():
         versions = sec.pop("results")
@@ -444,6 +583,7 @@ def build_report(
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         summary_rows=summary_rows,
         **_hints(results),
+        **_held_out_context(results, split),
         sections=list(sections.values()),
         notes=notes,
         outputs=[(w, str(p)) for w, p in outputs],
@@ -458,15 +598,18 @@ def build_report(
     return ReportResult(html_path, md_path, written, results)
 
 
-def _results_for(store, policies, keys, split, dataset, results) -> list[LabelThreshold]:
+def _results_for(store, policies, keys, split, dataset, results,
+                 held_out=None) -> list[LabelThreshold]:
     """The analyses to show, in report order: the given ones (already computed on the
-    same data, so the report shows exactly what was exported), else computed now, once.
+    same data, held-out figures included, so the report shows exactly what was
+    exported), else computed now, once.
     """
     if results is None:
         results = []
         for det, ver in keys:
             results += choose_thresholds_from_store(
-                store, policies, detector=det, model_version=ver, split=split, dataset=dataset
+                store, policies, detector=det, model_version=ver, split=split,
+                dataset=dataset, held_out=held_out,
             )
     keyset = set(keys)
     results = [r for r in results if (r.detector, r.model_version) in keyset]
@@ -500,35 +643,46 @@ def _label_sections(results: list[LabelThreshold], keys):
             label=r.label + (f" ({r.detector})" if many_detectors else ""),
             anchor=anchor, versions=[], results={}, comparison=None,
         ))
-        v: dict[str, Any] = dict(
-            detector=r.detector, model_version=r.model_version, choice=r.choice,
-            problem=r.problem, n_failed=r.n_failed, figures=[],
-            anchor=anchor + "--" + F.figure_key(r.model_version),
-            detection_floor=r.detection_floor,
-        )
-        row = dict(label=r.label, detector=r.detector, model_version=r.model_version,
-                   anchor=v["anchor"], choice=r.choice, problem=r.problem)
+        v = _version_entry(r, anchor + "--" + F.figure_key(r.model_version))
         who = f"{r.detector} {r.model_version}"
         if r.choice is not None:
-            c = r.choice
             sec["results"][r.model_version] = r
-            v.update(
-                threshold_exact=format_threshold(c.threshold),
-                errors=_error_rows(c),
-                policy_items=[(k, val) for k, val in c.policy.to_dict().items() if val is not None],
-            )
             new = _label_tasks(r)
             slots.append((v["figures"], len(tasks), len(new)))
             tasks += new
-            row.update(threshold_text=format_threshold(c.threshold),
-                       threshold_exact=format_threshold(c.threshold))
-            if c.status != "ok":
-                notes.append(dict(label=r.label, version=who, text=c.explanation))
+            if r.choice.status != "ok":
+                notes.append(dict(label=r.label, version=who, text=r.choice.explanation))
         else:
             notes.append(dict(label=r.label, version=who, text=f"cannot calibrate: {r.problem}"))
         sec["versions"].append(v)
-        summary_rows.append(row)
+        summary_rows.append(v)
     return sections, summary_rows, notes, tasks, slots
+
+
+def _version_entry(r: LabelThreshold, anchor: str) -> dict[str, Any]:
+    """Everything the summary row and the label section show about one result."""
+    v: dict[str, Any] = dict(
+        label=r.label, detector=r.detector, model_version=r.model_version, choice=r.choice,
+        problem=r.problem, n_failed=r.n_failed, figures=[], anchor=anchor,
+        detection_floor=r.detection_floor, held=r.held_out, held_split=r.held_out_split,
+        flags=list(r.held_out_flags),
+    )
+    c = r.choice
+    if c is None:
+        return v
+    v.update(
+        threshold_exact=format_threshold(c.threshold),
+        decision=_decision(c),
+        limits=_status_words(c),
+        held_limits=[] if r.held_out is None else [
+            _held_check_words(k) for k in r.held_out.limit_checks],
+        joint=_joint_text(c),
+        errors=_error_rows(c, r.held_out),
+        options=_option_rows(c),
+        policy_items=[(k, val) for k, val in c.policy.to_dict().items() if val is not None],
+    )
+    v["n_rows"] = 1 + (r.held_out is not None) + bool(r.held_out_flags)
+    return v
 
 
 def _crossover(det: str, versions: dict[str, LabelThreshold]) -> list[dict[str, Any]]:
@@ -543,7 +697,10 @@ def _crossover(det: str, versions: dict[str, LabelThreshold]) -> list[dict[str, 
             rows.append(dict(
                 source=f"{det} {a}", target=f"{det} {b}", choice=ch,
                 threshold_text=format_threshold(ra.choice.threshold),
+                source_kind=threshold_kind(ra.choice),
                 own_cost=rb.choice.expected_cost,
+                own_kind=threshold_kind(rb.choice),
+                limits=_status_words(ch),
             ))
     return rows
 
@@ -558,6 +715,7 @@ def write_report(
     split: str | None = None,
     title: str | None = None,
     dataset: str | None = None,
+    held_out: str | None = None,
     workers: int | None = None,
 ) -> ReportResult:
     """Write the calibration report of a score store.
@@ -581,6 +739,10 @@ def write_report(
     title : str, optional
     dataset : str, optional
         Only runs on this dataset.
+    held_out : str, optional
+        The split each chosen threshold is also evaluated on, shown beside the
+        calibration figures (default ``"test"`` when ``split`` is another split and the
+        store has a ``test`` split; ``""`` for none).
     workers : int, optional
         Processes that draw the figures (default: up to 4, one per CPU, on Linux; 1
         draws in this process, as on other systems).
@@ -621,7 +783,7 @@ def write_report(
             rank = {v: i for i, v in enumerate(model_versions)}
             keys.sort(key=lambda k: rank[k[1]])
         return build_report(store, policies, out_dir, keys=keys, split=split, dataset=dataset,
-                            title=title, workers=workers)
+                            title=title, held_out=held_out, workers=workers)
     finally:
         if owned:
             store.close()

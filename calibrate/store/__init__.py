@@ -10,19 +10,35 @@ Semantics (see ``DESIGN.md``)
 -----------------------------
 * A run is one pass of one detector at one model version over one dataset. Runs are
   ordered by creation; "latest" below means created last.
-* An image is ``(dataset, image_id)``. Ground truth for a label is "the label is in
-  the image's labels" (exact string match).
+* An image is identified by ``(dataset, image_id)`` and its content (``content_hash``;
+  the URI of a remote image). When its content changes, the old identity is kept for
+  the runs that scored it but is no longer *current*; an image left out of a manifest
+  (``add_images(..., complete=True)``) stops being current too. Curves count current
+  images only. Ground truth for a label is "the label is in the image's labels" (exact
+  string match).
+* A curve of ``(detector, model_version)`` counts one dataset: the one named, else the
+  latest the version ran on. Other datasets are never added to it (a copy of a
+  manifest under another name would count every image twice); reads say which were
+  left out (:class:`DatasetOverlapWarning`).
 * The image-level score of a label is the highest score among the image's results
   for that label in a run. An image the run scored with no result for the label
   scores ``-inf`` ("no result", ranks below every real score).
 * A failed image has no score at all: it is never turned into ``-inf`` or any other
   score, only counted (:attr:`LabelScores.n_failed`) and listed
   (:meth:`ScoreStore.failures`).
-* When several runs of the same ``(detector, model_version)`` scored the same image,
-  the latest run that *scored* it supplies its scores, so no image is counted twice.
-  A later failure does not hide an earlier valid score of the same model version.
+* When several runs of the same ``(detector, model_version)`` on the dataset scored the
+  same image, the latest run that *scored* it supplies its scores, so no image is
+  counted twice. A later failure does not hide an earlier valid score of the same model
+  version and content.
+* A version whose latest run on the dataset has not finished every current image is
+  incomplete: :meth:`ScoreStore.require_complete` (called by every threshold choice)
+  refuses it unless incomplete data is allowed, and reads warn
+  (:class:`IncompleteDataWarning`).
+* A new run reuses the results of unchanged images (same id, content, detector,
+  version and settings) by copying them in (:meth:`ScoreStore.reuse_results`): they are
+  never sent again.
 
-Schema (version 1)
+Schema (version 3)
 ------------------
 Big tables refer to runs and images by integer surrogate keys (``run_key``,
 ``image_key``): joining and grouping 10^6 rows on integers is several times faster
@@ -33,13 +49,16 @@ views ``result_rows``, ``run_image_rows`` and ``failure_rows`` show the same dat
 ``meta(key, value)``
     ``schema_version`` and bookkeeping.
 ``runs(run_id, run_key, detector, model_version, dataset, dataset_fingerprint,
-settings, labels, detection_floor, status, started_at, finished_at, tool_version)``
-    ``settings`` and ``labels`` are JSON text; times are UTC.
-``images(image_key, dataset, image_id, uri, content_hash, labels, split)``
-    ``labels`` is a list of the labels truly present.
+settings, labels, detection_floor, status, started_at, finished_at, tool_version,
+source)``
+    ``settings`` and ``labels`` are JSON text; times are UTC; ``source`` is the
+    manifest scored, when known.
+``images(image_key, dataset, image_id, uri, content_hash, labels, split, current)``
+    One row per image identity; ``labels`` is a list of the labels truly present;
+    ``current`` marks the dataset as it is now (at most one current row per id).
 ``run_images(run_key, image_key, status, attempts, scored_at)``
-    One row per image a run has finished (``'scored'`` or ``'failed'``); its primary
-    key makes recording an image twice in a run impossible.
+    One row per image a run has finished (``'scored'`` or ``'failed'``); the writes
+    never record an image twice in a run (``attempts = 0``: no call by this run).
 ``results(run_key, image_key, label, score, x_min, y_min, x_max, y_max, box_unit)``
     One row per result (box) the detector returned.
 ``failures(run_key, image_key, kind, message, attempts, failed_at)``
@@ -64,8 +83,12 @@ The package's parts
     Beginning and finishing runs; recording batches of finished images.
 :mod:`.bulk`
     Writing whole tables of results at once (``write_results_frame``).
+:mod:`.selection`
+    Which dataset and images a version's curves count; completeness checks.
 :mod:`.reads`
     Runs and resume queries, scores and count tables, overviews.
+:mod:`.reuse`
+    Reusing stored results of unchanged images in a new run.
 :mod:`.parquet`
     Parquet export and import.
 :mod:`.model`, :mod:`.errors`
@@ -82,17 +105,26 @@ from pathlib import Path
 
 import duckdb
 
-from calibrate.store.errors import MigrationWarning, SchemaVersionError, StoreError
+from calibrate.store.errors import (
+    DatasetOverlapWarning,
+    IncompleteDataError,
+    IncompleteDataWarning,
+    MigrationWarning,
+    SchemaVersionError,
+    StoreError,
+)
 from calibrate.store.model import (
     DEFAULT_PATH,
     FAILURE_KINDS,
     RUN_STATUSES,
     LabelScores,
     RunInfo,
+    VersionData,
     redact_secrets,
 )
 from calibrate.store.parquet import ParquetMixin
 from calibrate.store.reads import ReadsMixin
+from calibrate.store.reuse import ReuseMixin
 from calibrate.store.schema import SCHEMA_VERSION, SchemaMixin
 
 __all__ = [
@@ -100,17 +132,21 @@ __all__ = [
     "FAILURE_KINDS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "DatasetOverlapWarning",
+    "IncompleteDataError",
+    "IncompleteDataWarning",
     "LabelScores",
     "MigrationWarning",
     "RunInfo",
     "SchemaVersionError",
     "ScoreStore",
     "StoreError",
+    "VersionData",
     "redact_secrets",
 ]
 
 
-class ScoreStore(SchemaMixin, ReadsMixin, ParquetMixin):
+class ScoreStore(SchemaMixin, ReadsMixin, ReuseMixin, ParquetMixin):
     """The score store: one DuckDB file with runs, images, results and failures.
 
     Parameters
@@ -121,11 +157,16 @@ class ScoreStore(SchemaMixin, ReadsMixin, ParquetMixin):
     read_only : bool, default False
         Open without write access: several processes may then read the file at once,
         but every writing method raises :class:`StoreError`. The file must exist.
+    allow_incomplete : bool, default False
+        Let :meth:`require_complete` (which every threshold choice from a store calls)
+        use a version whose latest run is incomplete, with an
+        :class:`IncompleteDataWarning`, instead of refusing it.
 
     Attributes
     ----------
     path : pathlib.Path
     read_only : bool
+    allow_incomplete : bool
 
     Raises
     ------
@@ -148,9 +189,11 @@ class ScoreStore(SchemaMixin, ReadsMixin, ParquetMixin):
     ...     table = store.count_table("surface-defect", "v3", "scratch")
     """
 
-    def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False):
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, read_only: bool = False,
+                 allow_incomplete: bool = False):
         self.path = Path(path)
         self.read_only = bool(read_only)
+        self.allow_incomplete = bool(allow_incomplete)
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         if self.read_only and not self.path.exists():

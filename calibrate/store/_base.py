@@ -78,6 +78,9 @@ class StoreBase:
     read_only: bool
     _lock: threading.RLock
     _con: duckdb.DuckDBPyConnection | None
+    #: Bumped by every committed transaction, so that what was read about the data can
+    #: be cached until the data changes (no other process can write while it is open).
+    _generation: int = 0
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
@@ -157,6 +160,7 @@ class StoreBase:
             raise
         else:
             con.commit()
+            self._generation += 1
 
     # -- lookups ------------------------------------------------------------------------
 

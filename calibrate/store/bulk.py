@@ -129,7 +129,8 @@ class BulkWritesMixin(StoreBase):
             f"""CREATE OR REPLACE TEMP TABLE _calibrate_rows AS
                 SELECT i.image_key, s.label, s.score, s.attempts, ({bad_score}) AS bad{box_cols}
                 FROM ({select}) s
-                LEFT JOIN (SELECT image_key, image_id FROM images WHERE dataset = $dataset) i
+                LEFT JOIN (SELECT image_key, image_id FROM images
+                           WHERE dataset = $dataset AND current) i
                        ON i.image_id = s.image_id""",
             params,
         )
@@ -196,7 +197,8 @@ class BulkWritesMixin(StoreBase):
                            FILTER (WHERE s.image_id IS NOT NULL)[1:5]
                 FROM ({select}) s
                 WHERE NOT EXISTS (SELECT 1 FROM images i
-                                  WHERE i.dataset = $dataset AND i.image_id = s.image_id)""",
+                                  WHERE i.dataset = $dataset AND i.image_id = s.image_id
+                                    AND i.current)""",
             params,
         ).fetchall()[0]
         n_null, n_missing, examples = rows

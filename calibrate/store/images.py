@@ -18,7 +18,7 @@ from calibrate.store._base import StoreBase, _check_name
 if TYPE_CHECKING:  # pragma: no cover
     from calibrate.manifest import LabeledImage
 
-__all__ = ["ImagesMixin"]
+__all__ = ["ImagesMixin", "content_key", "content_key_sql"]
 
 _IMAGE_FIELD_NAMES = ("image_id", "uri", "content_hash", "labels", "split")
 
@@ -26,15 +26,18 @@ _IMAGE_FIELD_NAMES = ("image_id", "uri", "content_hash", "labels", "split")
 class ImagesMixin(StoreBase):
     """Registers images (:meth:`add_images`) and turns image ids into keys."""
 
-    def add_images(self, dataset: str, images: Iterable[LabeledImage]) -> None:
+    def add_images(self, dataset: str, images: Iterable[LabeledImage], *,
+                   complete: bool = False) -> None:
         """Register labeled images of a dataset (insert, or update when they changed).
 
-        Images are identified by ``(dataset, image_id)``. An image already registered
-        gets the new ``uri``, ``content_hash``, ``labels`` and ``split`` (a changed
-        content hash means the file changed; changed labels are a correction of the
-        ground truth, which every later curve uses). Scores already recorded stay
-        attached to the runs that produced them; the run's ``dataset_fingerprint``
-        tells which data they saw. Re-adding unchanged images writes nothing.
+        An image is identified by its id and its content (``content_hash``; the URI of a
+        remote image): that identity is what a score belongs to. An image already
+        registered with the same content gets the new ``uri``, ``labels`` and ``split``
+        (changed labels are a correction of the ground truth, which every later curve
+        uses). An image whose content changed is a new image under the same id: the old
+        one is kept for the runs that scored it but no longer counts in any curve (it is
+        not *current*), so a score of the old content never stands for the new one.
+        Re-adding unchanged images writes nothing.
 
         Parameters
         ----------
@@ -42,6 +45,11 @@ class ImagesMixin(StoreBase):
             Name of the labeled set, as later passed to :meth:`begin_run`.
         images : iterable of LabeledImage
             Each needs ``image_id``, ``uri``, ``labels``, ``content_hash``, ``split``.
+        complete : bool, default False
+            ``images`` is the whole dataset now (a manifest as read): images of the
+            dataset that are not among them stop counting in curves. Their rows and
+            scores are kept; adding them again makes them count again. With False,
+            ``images`` are added to (or update) the dataset.
 
         Raises
         ------
@@ -52,7 +60,7 @@ class ImagesMixin(StoreBase):
         """
         _check_name(dataset, "dataset")
         images = images if isinstance(images, (list, tuple)) else list(images)
-        if not images:
+        if not images and not complete:
             return
         # The per-image work runs with the garbage collector paused: building millions of
         # small lists otherwise triggers repeated full-heap collections that cost several
@@ -66,24 +74,42 @@ class ImagesMixin(StoreBase):
                 src = f"_calibrate_images_{uuid.uuid4().hex}"
                 con.register(src, table)
                 try:
-                    self._upsert_images(con, dataset, src)
+                    self._upsert_images(con, dataset, src, complete=complete)
                 finally:
                     con.unregister(src)
 
     @staticmethod
-    def _upsert_images(con, dataset: str, src: str) -> None:
+    def _upsert_images(con, dataset: str, src: str, *, complete: bool = False) -> None:
         """Upsert rows (image_id, uri, content_hash, labels, split) of relation ``src``.
 
-        An UPDATE of the changed rows followed by an INSERT of the new ones is about
-        twice as fast in DuckDB as ``INSERT ... ON CONFLICT DO UPDATE``, and touches
-        nothing when a manifest is re-added unchanged.
+        Four set-wise statements, no row-by-row work: retire current rows whose content
+        changed (and, with ``complete``, rows missing from ``src``); update rows of the
+        same identity where anything differs (making a retired identity current again,
+        e.g. an image put back); insert identities not seen before. UPDATE plus INSERT is
+        about twice as fast in DuckDB as ``INSERT ... ON CONFLICT DO UPDATE``, and a
+        manifest re-added unchanged touches nothing.
         """
+        same_id = "images.dataset = $dataset AND images.image_id = s.image_id"
+        mine, theirs = content_key_sql("images"), content_key_sql("s")
+        con.execute(
+            f"""UPDATE images SET current = false FROM {src} s
+                WHERE {same_id} AND images.current AND {mine} IS DISTINCT FROM {theirs}""",
+            {"dataset": dataset},
+        )
+        if complete:
+            con.execute(
+                f"""UPDATE images SET current = false
+                    WHERE dataset = $dataset AND current
+                      AND image_id NOT IN (SELECT image_id FROM {src})""",
+                {"dataset": dataset},
+            )
         con.execute(
             f"""UPDATE images SET uri = s.uri, content_hash = s.content_hash,
-                                  labels = s.labels, split = s.split
+                                  labels = s.labels, split = s.split, current = true
                 FROM {src} s
-                WHERE images.dataset = $dataset AND images.image_id = s.image_id
-                  AND (images.uri IS DISTINCT FROM s.uri
+                WHERE {same_id} AND {mine} IS NOT DISTINCT FROM {theirs}
+                  AND (NOT images.current
+                       OR images.uri IS DISTINCT FROM s.uri
                        OR images.content_hash IS DISTINCT FROM s.content_hash
                        OR images.labels IS DISTINCT FROM s.labels
                        OR images.split IS DISTINCT FROM s.split)""",
@@ -94,18 +120,18 @@ class ImagesMixin(StoreBase):
                 SELECT $dataset, s.image_id, s.uri, s.content_hash, s.labels, s.split
                 FROM {src} s
                 WHERE NOT EXISTS (SELECT 1 FROM images i
-                                  WHERE i.dataset = $dataset AND i.image_id = s.image_id)""",
+                                  WHERE i.dataset = $dataset AND i.image_id = s.image_id
+                                    AND {content_key_sql("i")} IS NOT DISTINCT FROM {theirs})""",
             {"dataset": dataset},
         )
-
 
     def _image_keys(self, dataset: str, image_ids: list[str]) -> dict[str, int]:
         if not image_ids:
             return {}
         wanted = list(dict.fromkeys(image_ids))
         rows = self._db().execute(
-            "SELECT image_id, image_key FROM images "
-            "WHERE dataset = $dataset AND image_id IN (SELECT unnest($ids::VARCHAR[]))",
+            "SELECT image_id, image_key FROM images WHERE dataset = $dataset AND current "
+            "AND image_id IN (SELECT unnest($ids::VARCHAR[]))",
             {"dataset": dataset, "ids": wanted},
         ).fetchall()
         keys = {image_id: int(key) for image_id, key in rows}
@@ -113,6 +139,27 @@ class ImagesMixin(StoreBase):
         if missing:
             raise InputError(_missing_images_message(dataset, len(missing), missing[:5]))
         return keys
+
+
+def content_key_sql(table: str) -> str:
+    """SQL for what identifies an image's content, as :func:`content_key` computes it."""
+    return (f"coalesce(nullif({table}.content_hash, ''), CASE WHEN contains({table}.uri, '://') "
+            f"AND NOT starts_with({table}.uri, 'file://') THEN {table}.uri END)")
+
+
+def content_key(image: Any) -> str | None:
+    """What identifies an image's content: its hash, else the URI of a remote image.
+
+    A remote object is named by its URI (the dataset fingerprint does the same); a local
+    file read without hashing has no known content (None), so nothing can be matched
+    to it by content.
+    """
+    if image.content_hash:
+        return image.content_hash
+    uri = image.uri
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    return None
 
 
 def _missing_images_message(dataset: str, n: int, examples: list[str]) -> str:

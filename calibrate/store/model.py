@@ -3,7 +3,7 @@ redaction every run's settings pass through before they are written."""
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,13 +11,17 @@ from typing import Any
 
 import numpy as np
 
+from calibrate.secrets import redact
+
 __all__ = [
     "DEFAULT_PATH",
     "FAILURE_KINDS",
     "RUN_STATUSES",
     "LabelScores",
     "RunInfo",
+    "VersionData",
     "redact_secrets",
+    "settings_json",
 ]
 
 #: File name used when no path is given.
@@ -37,8 +41,6 @@ _FINISH_STATUSES = ("finished", "interrupted", "failed")
 # A settings key containing any of these (case-insensitive) has its value replaced.
 # Over-matching ("keypoint_threshold") only loses a setting from the record, while
 # under-matching would write a credential into a file that gets shared and exported.
-_SECRET_KEY = re.compile(r"key|secret|token|password|passwd|credential", re.IGNORECASE)
-_REDACTED = "<redacted>"
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class LabelScores:
     Attributes
     ----------
     image_ids : ndarray of object (str), shape (n,)
-        With ``dataset=None`` the same id may appear once per dataset.
+        Each image once: one dataset is counted per version.
     scores : ndarray of float64, shape (n,)
         Highest score of the label in the image; ``-inf`` where the detector returned
         no result for the label.
@@ -112,12 +114,76 @@ class LabelScores:
         return int(self.scores.size)
 
 
-def redact_secrets(settings: Any) -> Any:
-    """Replace the values of secret-looking keys with ``"<redacted>"``, recursively.
+@dataclass(frozen=True)
+class VersionData:
+    """Which images the curves of one ``(detector, model_version)`` count, and whether
+    its latest run finished them all.
 
-    A key looks secret when its name contains ``key``, ``secret``, ``token``,
-    ``password``, ``passwd`` or ``credential`` (case-insensitive). Nested mappings and
-    lists are walked; the input is not modified.
+    Attributes
+    ----------
+    detector, model_version : str
+    dataset : str
+        The dataset counted: the one named by the caller, else the latest the version
+        ran on (its *current* dataset).
+    named : bool
+        True when the caller named ``dataset``.
+    run_id : str
+        The latest run of the version on ``dataset``.
+    status : {"running", "finished", "interrupted", "failed"}
+        That run's status.
+    source : str or None
+        The manifest that run scored, when recorded (for the command that resumes it).
+    n_images : int
+        Images of the dataset as it is now (its latest manifest).
+    n_done : int
+        Of them, how many some run of the version on the dataset finished (scored or
+        failed for good). Fewer than ``n_images`` makes a version whose latest run
+        scored a manifest incomplete (see :attr:`complete`).
+    others : tuple of (str, int, int)
+        Other datasets the version ran on: name, images the version finished there
+        that are still in it, and how many of those are the same images (id and
+        content) as images of ``dataset``. Never counted together with ``dataset``.
+    """
+
+    detector: str
+    model_version: str
+    dataset: str
+    named: bool
+    run_id: str
+    status: str
+    source: str | None
+    n_images: int
+    n_done: int
+    others: tuple[tuple[str, int, int], ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """The latest run finished, and, when it scored a manifest (``source`` known),
+        every image of the dataset is done.
+
+        A run without a source (imported scores) covers what its file held: a scores
+        table may give each model version other images of the same dataset.
+        """
+        if self.status != "finished":
+            return False
+        return self.source is None or self.n_done >= self.n_images
+
+
+def settings_json(settings: Mapping[str, Any]) -> str:
+    """Run settings as stored: secrets redacted, JSON with sorted keys.
+
+    Two runs whose stored settings are equal called the detector the same way, which is
+    what reusing a stored result needs (see :meth:`ScoreStore.reuse_results`).
+    """
+    return json.dumps(redact_secrets(settings), sort_keys=True, default=str)
+
+
+def redact_secrets(settings: Any) -> Any:
+    """Replace secret values with ``"<redacted>"``, recursively (see
+    :func:`calibrate.secrets.redact`): values of secret-looking keys (``key``,
+    ``secret``, ``token``, ``password``, ``credential``, ``auth``, ...), every value
+    registered as a secret or held by a credential variable, and URL user-info. The
+    input is not modified.
 
     Parameters
     ----------
@@ -134,11 +200,4 @@ def redact_secrets(settings: Any) -> Any:
     >>> redact_secrets({"region": "eu-west-1", "ApiKey": "abc", "nested": {"token": 1}})
     {'region': 'eu-west-1', 'ApiKey': '<redacted>', 'nested': {'token': '<redacted>'}}
     """
-    if isinstance(settings, Mapping):
-        return {
-            k: (_REDACTED if _SECRET_KEY.search(str(k)) else redact_secrets(v))
-            for k, v in settings.items()
-        }
-    if isinstance(settings, (list, tuple)):
-        return [redact_secrets(v) for v in settings]
-    return settings
+    return redact(settings)

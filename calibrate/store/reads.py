@@ -11,8 +11,9 @@ import numpy as np
 
 from calibrate.curves import CountTable
 from calibrate.errors import InputError
-from calibrate.store._base import StoreBase, _check_name, _json_loads_or_none
+from calibrate.store._base import _check_name, _json_loads_or_none
 from calibrate.store.model import LabelScores, RunInfo
+from calibrate.store.selection import SelectionMixin
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -25,8 +26,12 @@ _RUN_INFO_COLUMNS = (
 )
 
 
-class ReadsMixin(StoreBase):
-    """Queries over runs, scores and failures; none of them writes."""
+class ReadsMixin(SelectionMixin):
+    """Queries over runs, scores and failures; none of them writes.
+
+    Scores and count tables count the current images of one dataset per version (see
+    :mod:`calibrate.store.selection`): the named one, else the latest the version ran on.
+    """
 
     # -- runs and resuming --------------------------------------------------------------
 
@@ -83,28 +88,36 @@ class ReadsMixin(StoreBase):
         without loading any scores."""
         with self._lock:
             _, failed = self._selection_sql(detector, model_version, dataset)
+            self._note_selection(detector, model_version, dataset)
             return self._n_failed(failed, split)
 
     def splits(self, dataset: str | None = None) -> list[str]:
-        """The split names of the registered images (of one dataset, if given)."""
+        """The split names of the current images (of one dataset, if given)."""
         with self._lock:
             rows = self._db().execute(
-                "SELECT DISTINCT split FROM images WHERE split IS NOT NULL "
+                "SELECT DISTINCT split FROM images WHERE split IS NOT NULL AND current "
                 "AND (? IS NULL OR dataset = ?) ORDER BY 1",
                 [dataset, dataset],
             ).fetchall()
         return [r[0] for r in rows]
 
-    def truth_labels(self, detector: str, model_version: str) -> list[str]:
+    def truth_labels(self, detector: str, model_version: str, *,
+                     dataset: str | None = None) -> list[str]:
         """Labels truly present on images a version scored, whether or not it ever
-        reported them: a label the detector never returns is still a label to calibrate."""
+        reported them: a label the detector never returns is still a label to calibrate.
+
+        Only the images its curves count: the current images of ``dataset`` (default:
+        the latest dataset the version ran on).
+        """
         with self._lock:
+            name, keys = self._selected_runs(detector, model_version, dataset)
+            runs = ", ".join(map(str, keys))  # integers read from the database
             rows = self._db().execute(
-                """SELECT DISTINCT unnest(i.labels) FROM images i
-                   JOIN run_images ri ON ri.image_key = i.image_key
-                   JOIN runs r ON r.run_key = ri.run_key
-                   WHERE r.detector = ? AND r.model_version = ? ORDER BY 1""",
-                [detector, model_version],
+                f"""SELECT DISTINCT unnest(i.labels) FROM images i
+                    WHERE i.dataset = ? AND i.current AND i.image_key IN (
+                        SELECT image_key FROM run_images WHERE run_key IN ({runs}))
+                    ORDER BY 1""",
+                [name],
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -143,38 +156,7 @@ class ReadsMixin(StoreBase):
             ).fetchnumpy()["image_id"]
         return set(ids.tolist())
 
-    # -- writing scores -----------------------------------------------------------------
-
     # -- reading scores -----------------------------------------------------------------
-
-    def _version_run_keys(
-        self, detector: str, model_version: str, dataset: str | None
-    ) -> list[int]:
-        con = self._db()
-        sql = "SELECT run_key FROM runs WHERE detector = ? AND model_version = ?"
-        params: list[Any] = [detector, model_version]
-        if dataset is not None:
-            sql += " AND dataset = ?"
-            params.append(dataset)
-        keys = [int(k) for (k,) in con.execute(sql + " ORDER BY run_key", params).fetchall()]
-        if keys:
-            return keys
-        known = con.execute(
-            "SELECT DISTINCT detector, model_version FROM runs ORDER BY ALL"
-        ).fetchall()
-        if dataset is not None and (detector, model_version) in known:
-            sets = [d for (d,) in con.execute(
-                "SELECT DISTINCT dataset FROM runs WHERE detector = ? AND model_version = ? "
-                "ORDER BY 1", [detector, model_version]).fetchall()]
-            raise InputError(
-                f"detector {detector!r} version {model_version!r} has no runs on dataset "
-                f"{dataset!r}; it was run on: {', '.join(map(repr, sets))}."
-            )
-        listing = ", ".join(f"{d!r} {v!r}" for d, v in known[:20]) or "none yet"
-        raise InputError(
-            f"no runs of detector {detector!r} version {model_version!r} in the score store "
-            f"{self.path}. Known (detector, model_version): {listing}."
-        )
 
     def _selection_sql(self, detector: str, model_version: str, dataset: str | None):
         """CTEs ``latest(image_key, run_key)`` and ``best(image_key, score)`` plus failed.
@@ -213,13 +195,11 @@ class ReadsMixin(StoreBase):
         return ctes, failed
 
     def _n_failed(self, failed_cte: str, split: str | None) -> int:
-        split_join = (
-            "JOIN images i ON i.image_key = f.image_key AND i.split = $split"
-            if split is not None else ""
-        )
+        split_cond = "AND i.split = $split" if split is not None else ""
         return int(
             self._db().execute(
-                f"WITH {failed_cte} SELECT count(*) FROM failed f {split_join}",
+                f"""WITH {failed_cte} SELECT count(*) FROM failed f
+                    JOIN images i ON i.image_key = f.image_key AND i.current {split_cond}""",
                 {"split": split} if split is not None else {},
             ).fetchall()[0][0]
         )
@@ -235,16 +215,20 @@ class ReadsMixin(StoreBase):
     ) -> LabelScores:
         """Image-level scores and ground truth of one label, as numpy arrays.
 
-        Every image scored by some run of ``(detector, model_version)`` is included
-        once: with its highest score for ``label`` in the latest run that scored it, or
-        ``-inf`` if that run returned no result for the label. Failed images are left
-        out and counted in ``n_failed``.
+        Every current image of one dataset that some run of ``(detector,
+        model_version)`` on it scored is included once: with its highest score for
+        ``label`` in the latest run that scored it, or ``-inf`` if that run returned no
+        result for the label. Failed images are left out and counted in ``n_failed``.
+        Images no longer in the dataset, or whose content changed since they were
+        scored, are not included (their identity is not current).
 
         Parameters
         ----------
         detector, model_version, label : str
         dataset : str, optional
-            Only runs on this dataset (default: all datasets).
+            The dataset to count (default: the latest the version ran on; other
+            datasets are never counted with it, and a :class:`DatasetOverlapWarning`
+            names them).
         split : str, optional
             Only images of this split.
 
@@ -272,12 +256,13 @@ class ReadsMixin(StoreBase):
                            coalesce(b.score, '-inf'::DOUBLE) AS score,
                            list_contains(i.labels, $label) AS positive
                     FROM latest l
-                    JOIN images i ON i.image_key = l.image_key {split_cond}
+                    JOIN images i ON i.image_key = l.image_key AND i.current {split_cond}
                     LEFT JOIN best b ON b.image_key = l.image_key
                     ORDER BY l.image_key""",
                 params,
             ).fetchnumpy()
             n_failed = self._n_failed(failed, split)
+            self._note_selection(detector, model_version, dataset)
         return LabelScores(
             image_ids=np.asarray(cols["image_id"], dtype=object),
             scores=np.asarray(cols["score"], dtype=np.float64),
@@ -323,12 +308,13 @@ class ReadsMixin(StoreBase):
                            count(*) FILTER (WHERE NOT list_contains(i.labels, $label))
                                AS n_negative
                     FROM latest l
-                    JOIN images i ON i.image_key = l.image_key {split_cond}
+                    JOIN images i ON i.image_key = l.image_key AND i.current {split_cond}
                     LEFT JOIN best b ON b.image_key = l.image_key
                     GROUP BY 1
                     ORDER BY 1""",
                 params,
             ).fetchnumpy()
+            self._note_selection(detector, model_version, dataset)
         # Sorted in DuckDB (parallel) because from_counts re-sorts, and numpy's sort of
         # already sorted input is nearly free: 10^6 distinct scores, 0.5 s instead of 0.8 s.
         return CountTable.from_counts(
@@ -371,44 +357,19 @@ class ReadsMixin(StoreBase):
     def versions(self) -> pd.DataFrame:
         """One row per ``(detector, model_version)`` with its labels and image counts.
 
+        Counts and labels are those of the dataset its curves count: the latest it ran
+        on (its current images).
+
         Returns
         -------
         pandas.DataFrame
             Columns ``detector, model_version, labels`` (sorted list: labels seen in
-            results plus labels the runs declared), ``n_runs``, ``n_images`` (distinct
-            images scored) and ``n_failures`` (images that failed and were never
-            scored, as :attr:`LabelScores.n_failed`).
+            results plus labels the runs declared), ``n_runs`` (on every dataset),
+            ``n_images`` (distinct images scored) and ``n_failures`` (images that
+            failed and were never scored, as :attr:`LabelScores.n_failed`), ``dataset``.
         """
         with self._lock:
-            con = self._db()
-            df = con.execute(
-                """WITH per_image AS (
-                       SELECT r.detector, r.model_version, ri.image_key,
-                              bool_or(ri.status = 'scored') AS scored
-                       FROM run_images ri JOIN runs r ON r.run_key = ri.run_key
-                       GROUP BY ALL),
-                   counts AS (
-                       SELECT detector, model_version,
-                              count(*) FILTER (WHERE scored) AS n_images,
-                              count(*) FILTER (WHERE NOT scored) AS n_failures
-                       FROM per_image GROUP BY ALL)
-                   SELECT v.detector, v.model_version, v.n_runs,
-                          coalesce(c.n_images, 0) AS n_images,
-                          coalesce(c.n_failures, 0) AS n_failures
-                   FROM (SELECT detector, model_version, count(*) AS n_runs,
-                                min(run_key) AS first_run
-                         FROM runs GROUP BY ALL) v
-                   LEFT JOIN counts c USING (detector, model_version)
-                   ORDER BY v.first_run"""
-            ).df()
-            seen = con.execute(
-                """SELECT DISTINCT r.detector, r.model_version, res.label
-                   FROM (SELECT DISTINCT run_key, label FROM results) res
-                   JOIN runs r ON r.run_key = res.run_key"""
-            ).fetchall()
-            declared = con.execute(
-                "SELECT detector, model_version, labels FROM runs WHERE labels IS NOT NULL"
-            ).fetchall()
+            df, seen, declared = self._version_rows(self._db())
         labels: dict[tuple[str, str], set[str]] = {}
         for det, ver, lab in seen:
             labels.setdefault((det, ver), set()).add(lab)
@@ -422,8 +383,50 @@ class ReadsMixin(StoreBase):
         )
         return df
 
-    def labels(self, detector: str, model_version: str) -> list[str]:
-        """Labels of a detector version: seen in its results, plus declared by its runs.
+    @staticmethod
+    def _version_rows(con) -> tuple[Any, list, list]:
+        """The counts frame, seen labels and declared labels of :meth:`versions`, each
+        from ``_calibrate_current``: the runs on each version's current dataset."""
+        df = con.execute(
+            f"""WITH {_CURRENT_RUNS}, per_image AS (
+                   SELECT c.detector, c.model_version, ri.image_key,
+                          bool_or(ri.status = 'scored') AS scored
+                   FROM run_images ri
+                   JOIN _calibrate_current c ON c.run_key = ri.run_key
+                   JOIN images i ON i.image_key = ri.image_key AND i.current
+                   GROUP BY ALL),
+               counts AS (
+                   SELECT detector, model_version,
+                          count(*) FILTER (WHERE scored) AS n_images,
+                          count(*) FILTER (WHERE NOT scored) AS n_failures
+                   FROM per_image GROUP BY ALL)
+               SELECT v.detector, v.model_version, v.n_runs,
+                      coalesce(c.n_images, 0) AS n_images,
+                      coalesce(c.n_failures, 0) AS n_failures, v.dataset
+               FROM (SELECT detector, model_version, count(*) AS n_runs,
+                            min(run_key) AS first_run, arg_max(dataset, run_key) AS dataset
+                     FROM runs GROUP BY ALL) v
+               LEFT JOIN counts c USING (detector, model_version)
+               ORDER BY v.first_run"""
+        ).df()
+        seen = con.execute(
+            f"""WITH {_CURRENT_RUNS}
+                SELECT DISTINCT c.detector, c.model_version, res.label
+                FROM (SELECT DISTINCT run_key, label FROM results) res
+                JOIN _calibrate_current c ON c.run_key = res.run_key"""
+        ).fetchall()
+        declared = con.execute(
+            f"""WITH {_CURRENT_RUNS}
+                SELECT c.detector, c.model_version, r.labels FROM runs r
+                JOIN _calibrate_current c ON c.run_key = r.run_key
+                WHERE r.labels IS NOT NULL"""
+        ).fetchall()
+        return df, seen, declared
+
+    def labels(self, detector: str, model_version: str, *,
+               dataset: str | None = None) -> list[str]:
+        """Labels of a detector version: seen in its results, plus declared by its runs
+        (on ``dataset``, default the latest it ran on).
 
         Returns
         -------
@@ -436,7 +439,7 @@ class ReadsMixin(StoreBase):
             If the store has no run of that detector version.
         """
         with self._lock:
-            keys = self._version_run_keys(detector, model_version, None)
+            keys = self._version_run_keys(detector, model_version, dataset)
             runs = ", ".join(map(str, keys))
             con = self._db()
             seen = {
@@ -450,28 +453,42 @@ class ReadsMixin(StoreBase):
                 seen.update(json.loads(text))
         return sorted(seen)
 
-    def failures(self, run_id: str | None = None) -> pd.DataFrame:
-        """Recorded failures, oldest first.
+    def failures(self, run_id: str | None = None, *,
+                 include_recovered: bool = True) -> pd.DataFrame:
+        """Recorded failures, oldest first, each marked when it was recovered later.
+
+        A failure is *recovered* when the same image was scored afterwards by the same
+        detector version: by the same run (a resume retried it) or a later one. The
+        record is kept as history, but the image is no longer a failure.
 
         Parameters
         ----------
         run_id : str, optional
             Only this run's failures (default: all runs).
+        include_recovered : bool, default True
+            False leaves recovered failures out: what still needs attention.
 
         Returns
         -------
         pandas.DataFrame
             Columns ``run_id, detector, model_version, dataset, image_id, kind,
-            message, attempts, failed_at`` (UTC).
+            message, attempts, failed_at`` (UTC), ``recovered`` (bool).
         """
         with self._lock:
-            where, params = "", []
+            conds, params = [], []
             if run_id is not None:
                 self._run_row(run_id)
-                where, params = "WHERE r.run_id = ?", [run_id]
-            return self._db().execute(
+                conds, params = ["r.run_id = ?"], [run_id]
+            where = f"WHERE {' AND '.join(conds)}" if conds else ""
+            df = self._db().execute(
                 f"""SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
-                           f.kind, f.message, f.attempts, f.failed_at
+                           f.kind, f.message, f.attempts, f.failed_at,
+                           EXISTS (SELECT 1 FROM run_images ri
+                                   JOIN runs later ON later.run_key = ri.run_key
+                                   WHERE ri.image_key = f.image_key
+                                     AND ri.status = 'scored' AND ri.run_key >= f.run_key
+                                     AND later.detector = r.detector
+                                     AND later.model_version = r.model_version) AS recovered
                     FROM failures f
                     JOIN runs r ON r.run_key = f.run_key
                     JOIN images i ON i.image_key = f.image_key
@@ -479,6 +496,9 @@ class ReadsMixin(StoreBase):
                     ORDER BY f.run_key, f.failed_at, i.image_id""",
                 params,
             ).df()
+        if not include_recovered:
+            df = df[~df["recovered"].astype(bool)].reset_index(drop=True)
+        return df
 
     def raw_response(self, run_id: str, image_id: str) -> Any:
         """The detector's response for one image of a run, as it was recorded.
@@ -509,6 +529,17 @@ class ReadsMixin(StoreBase):
                 "failed, was not scored in that run, or its scores were imported in bulk."
             )
         return json.loads(zlib.decompress(bytes(row[0])).decode("utf-8"))
+
+
+#: CTE ``_calibrate_current(run_key, detector, model_version)``: the runs on each
+#: version's current dataset (the latest it ran on).
+_CURRENT_RUNS = """_calibrate_current AS (
+    SELECT r.run_key, c.detector, c.model_version
+    FROM runs r
+    JOIN (SELECT detector, model_version, arg_max(dataset, run_key) AS dataset
+          FROM runs GROUP BY ALL) c
+      ON c.detector = r.detector AND c.model_version = r.model_version
+     AND c.dataset = r.dataset)"""
 
 
 def _run_info(row: tuple) -> RunInfo:

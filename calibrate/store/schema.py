@@ -20,7 +20,45 @@ from calibrate.store.model import RUN_STATUSES, redact_secrets
 __all__ = ["SCHEMA_VERSION", "SchemaMixin"]
 
 #: Schema version this module writes. Bump it together with a new ``_MIGRATIONS`` step.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+
+#: One row per image identity: ``(dataset, image_id)`` with the content it had. When an
+#: image's content changes, its row is kept for the runs that scored the old content and
+#: marked ``current = false``, and the new content gets a row (and key) of its own; an
+#: image left out of a manifest is marked the same way. ``current`` rows are the
+#: dataset as it is now, the only images curves count (schema version 3).
+_IMAGES_SQL = """CREATE TABLE images (
+    image_key BIGINT NOT NULL DEFAULT nextval('image_keys'),
+    dataset VARCHAR NOT NULL,
+    image_id VARCHAR NOT NULL,
+    uri VARCHAR NOT NULL,
+    content_hash VARCHAR,
+    labels VARCHAR[] NOT NULL,
+    split VARCHAR,
+    current BOOLEAN NOT NULL DEFAULT true
+);"""
+
+_VIEWS = ("result_rows", "run_image_rows", "failure_rows")
+
+_VIEWS_SQL = """CREATE VIEW result_rows AS
+    SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
+           res.label, res.score, res.x_min, res.y_min, res.x_max, res.y_max, res.box_unit
+    FROM results res
+    JOIN runs r ON r.run_key = res.run_key
+    JOIN images i ON i.image_key = res.image_key;
+CREATE VIEW run_image_rows AS
+    SELECT r.run_id, i.image_id, ri.status, ri.attempts, ri.scored_at
+    FROM run_images ri
+    JOIN runs r ON r.run_key = ri.run_key
+    JOIN images i ON i.image_key = ri.image_key;
+CREATE VIEW failure_rows AS
+    SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
+           f.kind, f.message, f.attempts, f.failed_at
+    FROM failures f
+    JOIN runs r ON r.run_key = f.run_key
+    JOIN images i ON i.image_key = f.image_key;
+"""
 
 
 def _schema_sql(run_start: int = 1, image_start: int = 1) -> str:
@@ -46,18 +84,10 @@ CREATE TABLE runs (
         CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
     started_at TIMESTAMP NOT NULL,      -- UTC
     finished_at TIMESTAMP,              -- UTC
-    tool_version VARCHAR NOT NULL
+    tool_version VARCHAR NOT NULL,
+    source VARCHAR                      -- the manifest or file scored, when known
 );
-CREATE TABLE images (
-    image_key BIGINT NOT NULL DEFAULT nextval('image_keys'),
-    dataset VARCHAR NOT NULL,
-    image_id VARCHAR NOT NULL,
-    uri VARCHAR NOT NULL,
-    content_hash VARCHAR,
-    labels VARCHAR[] NOT NULL,
-    split VARCHAR,
-    PRIMARY KEY (dataset, image_id)
-);
+{_IMAGES_SQL}
 -- One row per (run, image) the run has finished. The pair is unique by construction
 -- (writes skip images the run already finished and group a batch by image) and checked
 -- by the tests, not by a PRIMARY KEY: DuckDB maintains that index row by row, which
@@ -94,24 +124,7 @@ CREATE TABLE raw_responses (
     response BLOB NOT NULL,             -- zlib(JSON)
     PRIMARY KEY (run_key, image_key)
 );
-CREATE VIEW result_rows AS
-    SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
-           res.label, res.score, res.x_min, res.y_min, res.x_max, res.y_max, res.box_unit
-    FROM results res
-    JOIN runs r ON r.run_key = res.run_key
-    JOIN images i ON i.image_key = res.image_key;
-CREATE VIEW run_image_rows AS
-    SELECT r.run_id, i.image_id, ri.status, ri.attempts, ri.scored_at
-    FROM run_images ri
-    JOIN runs r ON r.run_key = ri.run_key
-    JOIN images i ON i.image_key = ri.image_key;
-CREATE VIEW failure_rows AS
-    SELECT r.run_id, r.detector, r.model_version, r.dataset, i.image_id,
-           f.kind, f.message, f.attempts, f.failed_at
-    FROM failures f
-    JOIN runs r ON r.run_key = f.run_key
-    JOIN images i ON i.image_key = f.image_key;
-"""
+{_VIEWS_SQL}"""
 
 
 _V0_TABLES = ("runs", "images", "results", "failures", "raw_responses")
@@ -191,7 +204,10 @@ def _copy_v0_runs(con: duckdb.DuckDBPyConnection) -> None:
         if status not in RUN_STATUSES:
             status = "interrupted"
         con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            """INSERT INTO runs (run_id, run_key, detector, model_version, dataset,
+                   dataset_fingerprint, settings, labels, detection_floor, status,
+                   started_at, finished_at, tool_version)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [run_id, run_key, detector, model_version, dataset, fingerprint or "",
              json.dumps(redact_secrets(settings_obj), sort_keys=True, default=str),
              labels, floor, status, started_at or _utc_now(), finished_at,
@@ -201,7 +217,7 @@ def _copy_v0_runs(con: duckdb.DuckDBPyConnection) -> None:
 
 def _copy_v0_images(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
-        r"""INSERT INTO images
+        r"""INSERT INTO images (image_key, dataset, image_id, uri, content_hash, labels, split)
             SELECT row_number() OVER (ORDER BY rowid), dataset, image_id,
                    coalesce(uri, image_id), content_hash,
                    CASE WHEN labels IS NULL OR trim(labels) = '' THEN []::VARCHAR[]
@@ -311,11 +327,47 @@ def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ? AND column_name = ?", [table, column],
+    ).fetchall()[0][0])
+
+
+def _migrate_2_to_3(con: duckdb.DuckDBPyConnection) -> None:
+    """Image identities and run sources (version 3).
+
+    ``images`` gains ``current`` and loses its primary key ``(dataset, image_id)``: an
+    image whose content changed keeps its old row (and key) for the runs that scored the
+    old content, so a curve never counts a score of other content. Every existing row is
+    current. ``runs`` gains ``source`` (the manifest scored), so that a message about an
+    unfinished run can give the command that resumes it; it is unknown (NULL) for older
+    runs. Files migrated from version 0 already have both (they are built with the
+    current tables), so each step only runs where its column is missing.
+    """
+    for view in _VIEWS:
+        con.execute(f"DROP VIEW IF EXISTS {view}")
+    if not _has_column(con, "runs", "source"):
+        con.execute("ALTER TABLE runs ADD COLUMN source VARCHAR")
+    if not _has_column(con, "images", "current"):
+        # DuckDB cannot drop a primary key in place, so the table is rebuilt.
+        con.execute("ALTER TABLE images RENAME TO images_v2")
+        con.execute(_IMAGES_SQL)
+        con.execute(
+            """INSERT INTO images (image_key, dataset, image_id, uri, content_hash, labels, split)
+               SELECT image_key, dataset, image_id, uri, content_hash, labels, split
+               FROM images_v2 ORDER BY image_key"""
+        )
+        con.execute("DROP TABLE images_v2")
+    con.execute(_VIEWS_SQL)
+
+
 #: ``_MIGRATIONS[v]`` turns a version-``v`` file into version ``v + 1``. Steps run in
 #: one transaction, so a failed migration leaves the file as it was.
 _MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     0: _migrate_0_to_1,
     1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from calibrate.secrets import scrub
 from calibrate.errors import InputError
 from calibrate.store._base import (
     _check_attempts,
@@ -23,7 +24,7 @@ from calibrate.store._base import (
     _utc_now,
 )
 from calibrate.store.images import ImagesMixin
-from calibrate.store.model import _FINISH_STATUSES, FAILURE_KINDS, redact_secrets
+from calibrate.store.model import _FINISH_STATUSES, FAILURE_KINDS, settings_json
 
 __all__ = ["WritesMixin"]
 
@@ -57,6 +58,7 @@ class WritesMixin(ImagesMixin):
         settings: dict[str, Any] | None,
         labels: list[str] | None,
         detection_floor: float | None,
+        source: str | None = None,
     ) -> str:
         """Start a new run and return its id.
 
@@ -77,6 +79,9 @@ class WritesMixin(ImagesMixin):
             Labels the detector can emit, when known.
         detection_floor : float or None
             Lowest score the detector can report at all.
+        source : str, optional
+            The manifest (or file) the run scores, so that a message about an unfinished
+            run can give the command that resumes it.
 
         Returns
         -------
@@ -94,7 +99,7 @@ class WritesMixin(ImagesMixin):
             settings = {}
         if not isinstance(settings, Mapping):
             raise InputError(f"settings must be a dict, got {type(settings).__name__}.")
-        settings_json = json.dumps(redact_secrets(settings), sort_keys=True, default=str)
+        stored_settings = settings_json(settings)
         labels_json = None
         if labels is not None:
             if isinstance(labels, str) or not all(isinstance(x, str) for x in labels):
@@ -112,18 +117,23 @@ class WritesMixin(ImagesMixin):
             with self._transaction("beginning a run") as con:
                 self._insert_run(
                     con, run_id, detector, model_version, dataset, dataset_fingerprint,
-                    settings_json, labels_json, detection_floor, "running", _utc_now(), None,
+                    stored_settings, labels_json, detection_floor, "running", _utc_now(), None,
+                    source=None if source is None else str(source),
                 )
         return run_id
 
     def _insert_run(self, con, run_id, detector, model_version, dataset, fingerprint,
-                    settings_json, labels_json, floor, status, started_at, finished_at) -> int:
+                    settings_text, labels_json, floor, status, started_at, finished_at,
+                    *, source: str | None = None) -> int:
         return int(
             con.execute(
-                """INSERT INTO runs VALUES (?, nextval('run_keys'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """INSERT INTO runs (run_id, run_key, detector, model_version, dataset,
+                       dataset_fingerprint, settings, labels, detection_floor, status,
+                       started_at, finished_at, tool_version, source)
+                   VALUES (?, nextval('run_keys'), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    RETURNING run_key""",
-                [run_id, detector, model_version, dataset, fingerprint, settings_json,
-                 labels_json, floor, status, started_at, finished_at, _tool_version()],
+                [run_id, detector, model_version, dataset, fingerprint, settings_text,
+                 labels_json, floor, status, started_at, finished_at, _tool_version(), source],
             ).fetchall()[0][0]
         )
 
@@ -200,6 +210,50 @@ class WritesMixin(ImagesMixin):
                 ).fetchall()[0][0]
                 con.execute(f"DELETE FROM run_images WHERE {where}", [run_key, run_key, *kinds])
         return int(n)
+
+    def remove_dataset(self, dataset: str) -> int:
+        """Delete a dataset: its images, and every run on it with all that run recorded.
+
+        The way to drop an old copy of a dataset (a manifest scored again under another
+        name, a corrected scores file imported under a new name) once the copy is the
+        one to keep. Results that other datasets' runs reused are theirs (copied, not
+        shared), so nothing else changes.
+
+        Parameters
+        ----------
+        dataset : str
+
+        Returns
+        -------
+        int
+            How many runs were deleted.
+
+        Raises
+        ------
+        InputError
+            If the store has no such dataset.
+        """
+        _check_name(dataset, "dataset")
+        with self._lock:
+            self._require_writable("remove a dataset")
+            with self._transaction(f"removing dataset {dataset!r}") as con:
+                known = [d for (d,) in con.execute(
+                    "SELECT DISTINCT dataset FROM images UNION SELECT dataset FROM runs "
+                    "ORDER BY 1").fetchall()]
+                if dataset not in known:
+                    raise InputError(
+                        f"no dataset {dataset!r} in the score store {self.path}; it has "
+                        f"{', '.join(map(repr, known)) or 'none'}."
+                    )
+                runs = [int(k) for (k,) in con.execute(
+                    "SELECT run_key FROM runs WHERE dataset = ?", [dataset]).fetchall()]
+                if runs:
+                    keys = ", ".join(map(str, runs))  # integers read from the database
+                    for table in ("results", "raw_responses", "failures", "run_images"):
+                        con.execute(f"DELETE FROM {table} WHERE run_key IN ({keys})")
+                    con.execute(f"DELETE FROM runs WHERE run_key IN ({keys})")
+                con.execute("DELETE FROM images WHERE dataset = ?", [dataset])
+        return len(runs)
 
     # -- recording finished images ------------------------------------------------------
 
@@ -341,7 +395,7 @@ class _RecordBatch:
             return
         self.failures["image_key"].append(key)
         self.failures["kind"].append(kind)
-        self.failures["message"].append(str(message))
+        self.failures["message"].append(scrub(str(message)))  # SDKs echo credentials
         self.failures["attempts"].append(int(attempts))
 
     def insert(self, con, run_key: int, now: datetime, insert_arrow) -> None:
@@ -433,7 +487,7 @@ def _check_failed_entry(entry: Any, n: int) -> None:
 
 def _compress_raw(raw: Any, image_id: str) -> bytes:
     try:
-        text = json.dumps(raw, default=str)
+        text = scrub(json.dumps(raw, default=str))
     except (TypeError, ValueError) as exc:
         raise InputError(
             f"image {image_id!r}: the raw detector response cannot be stored as JSON ({exc})."

@@ -29,7 +29,7 @@ from calibrate.thresholds import (
 
 from .common import _plain, new_axes
 
-__all__: list[str] = []
+__all__ = ["OPTION_TITLES", "shown_option", "threshold_kind"]
 
 #: The rules a figure assumes when it is given no policy: "reject" on fire, 95%
 #: bands, no limits. Used to name the errors and to read the rates at a given
@@ -116,8 +116,42 @@ def _inputs(result: LabelThreshold, threshold: float | None) -> _Inputs:
             choice = evaluate_threshold(result.curve, t, policy or _NO_POLICY)
     else:
         t = None if choice is None else choice.threshold
+        kind = threshold_kind(choice)
     return _Inputs(result.table, result.curve, policy, choice, t, kind,
                    result.label or None, result.detection_floor)
+
+
+#: How an option is named in figures and tables.
+OPTION_TITLES = {
+    "cost_optimal": "cost-optimal",
+    "protective": "protective",
+    "never_fire": "never fire",
+    "always_fire": "always fire",
+}
+
+
+def shown_option(choice: ThresholdChoice | None) -> str | None:
+    """Name of the option a choice's own fields describe when its limits are not met.
+
+    The deployed one under sign-off; under ``refuse`` the protective option (else the
+    cost-optimal one), shown for information only. None when the limits hold.
+    """
+    if choice is None or not choice.options:
+        return None
+    if choice.needs_sign_off:
+        return choice.decision
+    names = [o.name for o in choice.options]
+    return next((n for n in ("protective", "cost_optimal") if n in names), None)
+
+
+def threshold_kind(choice: ThresholdChoice | None) -> str:
+    """How the marked threshold came about, for legends: "chosen" when the limits hold
+    (or there are none); otherwise the option, and whether it is deployed at all."""
+    name = shown_option(choice)
+    if name is None:
+        return "chosen"
+    title = OPTION_TITLES.get(name, name.replace("_", " "))
+    return f"{title} (needs sign-off)" if choice.needs_sign_off else f"{title} (not deployed)"
 
 
 class _LabelDisplay:
