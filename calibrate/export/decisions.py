@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from calibrate.policy import IF_LIMIT_UNPROVEN
+from calibrate import stats
+from calibrate.policy import IF_LIMIT_UNPROVEN, by_action
 from calibrate.thresholds import format_rate
 from calibrate.thresholds_file import ThresholdEntry
 
@@ -118,9 +119,23 @@ def _about(e: ThresholdEntry) -> str:
 def _why(e: ThresholdEntry) -> str:
     if e.status == "limits_refuted":
         return f"{_limits(e)} is shown to fail at every threshold (more data cannot help)"
-    need = (f"; about {e.samples_needed:,} more {_about(e)} with no further errors would "
-            "show it") if e.samples_needed else ""
+    least = _fewest_samples(e)
+    need = (f"; at least {least:,} more {_about(e)} would show it (at a threshold with no "
+            "errors of that kind; the rule of three)") if least else ""
     return f"{_limits(e)} cannot be shown at any threshold{need}"
+
+
+def _fewest_samples(e: ThresholdEntry) -> int | None:
+    """The fewest more samples that could show the entry's single limit at any threshold:
+    at one with no errors of the limited kind (not at the deployed threshold, whose own
+    errors may already break the limit)."""
+    limits = e.policy.limits() if e.policy is not None else []
+    if len(limits) != 1 or e.n_positive is None or e.n_negative is None:
+        return None
+    error, limit = limits[0]
+    n_fa, n_fr = by_action(e.action, e.n_positive, e.n_negative)
+    n = n_fa if error == "false_accept" else n_fr
+    return stats.samples_needed(limit, e.policy.limit_confidence, errors=0, n=n)
 
 
 def options_text(e: ThresholdEntry) -> str:
