@@ -77,6 +77,7 @@ from calibrate.detectors.base import (
     ImageError,
     Result,
     RetryableError,
+    StartGuardMixin,
 )
 from calibrate.errors import CalibrateWarning, InputError
 
@@ -192,7 +193,7 @@ def _pixel_box(b: Mapping[str, Any] | None) -> Box | None:
         return None
 
 
-class AlibabaImmFaces:
+class AlibabaImmFaces(StartGuardMixin):
     """Alibaba Cloud IMM DetectImageFaces for images in OSS.
 
     Parameters
@@ -468,19 +469,6 @@ class AlibabaImmFaces:
         if code.startswith(_IMAGE_PREFIXES) or status == 404:
             return self._ambiguous_error(image, code, what)
         return DetectorError(f"{what} (HTTP {status})")
-
-    def note_stored_successes(self, n: int) -> None:
-        """Count ``n`` images the resumed run already scored (the runner reads them from
-        the store) as successes of this run.
-
-        The start-of-run guard below stops a run whose first images all fail with an
-        ambiguous code, as a sign of misconfiguration. Successes of earlier processes
-        of the same run disprove that as well as this process's own: without them a
-        resumed run that met refused images first stopped on every re-run, having paid
-        for the same images again.
-        """
-        with self._lock:
-            self._succeeded = max(self._succeeded, int(n))
 
     def _ambiguous_error(self, image, code: str, what: str) -> DetectorError:
         hint = (f" Check that the object exists and is a supported image, and that the OSS "

@@ -36,6 +36,7 @@ __all__ = [
     "ImageError",
     "Result",
     "RetryableError",
+    "StartGuardMixin",
 ]
 
 
@@ -176,3 +177,20 @@ class Detector(Protocol):
     def settings(self) -> dict[str, Any]:
         """Settings that affect scores (recorded with the run; never credentials)."""
         ...
+
+
+class StartGuardMixin:
+    """Shared by cloud detectors whose start-of-run guard stops a run when its first
+    images all fail with an ambiguous code (a sign of misconfiguration). Needs
+    ``self._lock`` and ``self._succeeded`` (successes seen by this run)."""
+
+    def note_stored_successes(self, n: int) -> None:
+        """Count ``n`` images the resumed run already scored (the runner reads them from
+        the store) as successes of this run.
+
+        Successes of earlier processes of the same run disprove misconfiguration as well
+        as this process's own: without them a resumed run that met refused images first
+        stopped on every re-run, having paid for the same images again.
+        """
+        with self._lock:
+            self._succeeded = max(self._succeeded, int(n))

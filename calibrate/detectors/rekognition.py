@@ -83,6 +83,7 @@ from calibrate.detectors.base import (
     ImageError,
     Result,
     RetryableError,
+    StartGuardMixin,
 )
 from calibrate.errors import CalibrateWarning, InputError
 
@@ -328,7 +329,7 @@ def face_results(face_details: list[dict]) -> list[Result]:
     return out
 
 
-class _Rekognition:
+class _Rekognition(StartGuardMixin):
     """What the three Rekognition detectors share: client, image input, errors."""
 
     kind = "io"
@@ -604,19 +605,6 @@ class _Rekognition:
                 hint = " Check the project version ARN and the region."
             return FatalDetectorError(f"{self.name}: {code}: {message}.{hint}")
         return DetectorError(f"{what} (HTTP {status})")
-
-    def note_stored_successes(self, n: int) -> None:
-        """Count ``n`` images the resumed run already scored (the runner reads them from
-        the store) as successes of this run.
-
-        The start-of-run guard below stops a run whose first images all fail with an
-        ambiguous code, as a sign of misconfiguration. Successes of earlier processes
-        of the same run disprove that as well as this process's own: without them a
-        resumed run that met refused images first stopped on every re-run, having paid
-        for the same images again.
-        """
-        with self._lock:
-            self._succeeded = max(self._succeeded, int(n))
 
     def _ambiguous_error(self, image, code: str, what: str) -> DetectorError:
         with self._lock:
