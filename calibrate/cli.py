@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.errors import CalibrateError
 from calibrate.io import dumps_json
 from calibrate.policy import PolicySet
+from calibrate.render import Column, KeyTable
+from calibrate.render import count as _count
+from calibrate.render import figure as _figure
+from calibrate.render import timestamp as _timestamp
 from calibrate.secrets import scrub
-from calibrate.thresholds import format_rate as _pct
 from calibrate.thresholds import format_threshold as _threshold_text
 
 __all__ = [
@@ -61,6 +63,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 def _console(stderr: bool = False) -> Console:
@@ -150,6 +153,15 @@ AllowIncompleteOption = Annotated[
         "(refused by default, exit 2); every output then says INCOMPLETE DATA.",
     ),
 ]
+# The same option for 'check' and 'report', which read the store's runs as they are.
+AllowIncompleteReadOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-incomplete",
+        help="Use the store even where a version's latest run is unfinished (refused by "
+        "default, exit 2); a warning then says INCOMPLETE DATA.",
+    ),
+]
 
 
 @app.command()
@@ -209,13 +221,14 @@ def thresholds(
         Optional[float], typer.Option(help="Limit on the false-reject rate.")
     ] = None,
     confidence: Annotated[
-        Optional[float], typer.Option(help="Confidence of the limits' upper bounds [default: 0.95].")
+        Optional[float], typer.Option(help="Confidence of the limits' upper bounds (default: the "
+                                          "policy's [defaults], else 0.95).")
     ] = None,
     label: Annotated[
         Optional[list[str]], typer.Option("--label", help="Only these labels (repeatable).")
     ] = None,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Rich table or JSON.")
+        OutputFormat, typer.Option("--format", help="A table for people or JSON for programs.")
     ] = OutputFormat.table,
     output: Annotated[
         Optional[Path],
@@ -288,81 +301,95 @@ def _rows_for_json(results) -> list[dict]:
 
 
 _DECISION_TEXT = {
-    "deploy": "",
-    "refuse": "[bold red]refused[/]",
-    "cost_optimal": "[yellow]signed off[/]",
-    "protective": "[yellow]signed off[/]",
-    "never_fire": "[yellow]signed off[/]",
+    "deploy": ("", ""),
+    "refuse": ("refused", "bold red"),
+    "cost_optimal": ("signed off", "yellow"),
+    "protective": ("signed off", "yellow"),
+    "never_fire": ("signed off", "yellow"),
 }
 
 
-def _limits_text(c) -> str:
+def _limits_text(c) -> Text:
     """The limits column: met, unproven (more data could show it) or shown to fail."""
     if not c.limit_checks:
-        return "-"
+        return Text("-")
     if c.limits_met:
-        return "[green]met[/]"
+        return Text("met", "green")
     if c.decision != "deploy":
-        return _DECISION_TEXT[c.decision]
-    return "[bold red]FAIL[/]" if any(k.refuted for k in c.limit_checks) else "[red]unproven[/]"
+        return Text(*_DECISION_TEXT[c.decision])
+    if any(k.refuted for k in c.limit_checks):
+        return Text("FAIL", "bold red")
+    return Text("unproven", "red")
 
 
 def _figures(c) -> list[str]:
-    """Counts, threshold, rates (upper bounds) and cost of one evaluated threshold."""
+    """Counts, rates (upper bounds) in % and cost of one evaluated threshold."""
     return [
-        f"{c.n_positive:,}/{c.n_negative:,}",
-        f"{c.false_accept_rate * 100:.3g} ({c.false_accept_rate_upper * 100:.3g})",
-        f"{c.false_reject_rate * 100:.3g} ({c.false_reject_rate_upper * 100:.3g})",
-        f"{c.expected_cost:.3g}",
+        f"{_count(c.n_positive)}/{_count(c.n_negative)}",
+        f"{_figure(c.false_accept_rate * 100)} ({_figure(c.false_accept_rate_upper * 100)})",
+        f"{_figure(c.false_reject_rate * 100)} ({_figure(c.false_reject_rate_upper * 100)})",
+        _figure(c.expected_cost),
     ]
+
+
+_THRESHOLD_COLUMNS = [("label", True, "left"), ("threshold", True, "right"),
+                      ("pos/neg", False, "right"), ("FA % (up)", False, "right"),
+                      ("FR % (up)", False, "right"), ("cost", False, "right"),
+                      ("limits", True, "left")]
+
+
+def _thresholds_table(outcome) -> tuple[KeyTable, list[str]]:
+    """The thresholds table (a row per label, and one per held-out split) and notes."""
+    results = outcome.results
+    table = KeyTable([Column(n, key=k, justify=j) for n, k, j in _THRESHOLD_COLUMNS])
+    heads = [n for n, _, _ in _THRESHOLD_COLUMNS]
+    notes = []
+    one_detector = len({x.detector for x in results}) == 1
+    for r in results:
+        c = r.choice
+        version = r.model_version if one_detector else f"{r.detector} {r.model_version}"
+        name = Text.assemble((r.label, "bold"), " ", (version, "dim"))
+        label = escape(r.label)
+        if c is None:
+            table.add_row([name, Text("cannot calibrate", "yellow"), *[""] * 5])
+            notes.append(f"[bold]{label}[/] ({escape(version)}): {escape(r.problem or '')}")
+            continue
+        table.add_row([name, _short_threshold(c.threshold), *_figures(c), _limits_text(c)])
+        if r.held_out is not None or r.held_out_split:
+            h = r.held_out
+            lead = Text.assemble(("! " if r.held_out_flags else "", "bold yellow"),
+                                 (f"on {r.held_out_split}", "dim"))
+            figs = _figures(h) if h is not None else ["n/a", "", "", ""]
+            met = Text("") if h is None or not h.limit_checks else (
+                Text("met", "green") if h.limits_met else Text("not met", "red"))
+            cells = [lead, *figs, met]
+            table.add_row(["", *cells], lead=lead, sub=True,
+                          fields=[(n, v) for n, v in zip(heads[2:], cells[1:]) if str(v)])
+        if c.status != "ok" or c.decision != "deploy":
+            notes.append(f"[bold]{label}[/] ({escape(version)}): {escape(c.explanation)}")
+        for f in r.held_out_flags:
+            notes.append(f"[bold]{label}[/] ({escape(version)}): [yellow]{escape(f)}[/]")
+    return table, notes
 
 
 def _print_thresholds(outcome) -> None:
     results = outcome.results
     out.print(escape(f"Thresholds from {outcome.source}"), highlight=False, soft_wrap=False)
-    table = Table(box=box.SIMPLE_HEAD)
-    for col, just in [("label", "left"), ("threshold", "right"),
-                      ("pos/neg", "right"), ("FA % (up)", "right"),
-                      ("FR % (up)", "right"), ("cost", "right"), ("limits", "left")]:
-        table.add_column(col, justify=just, overflow="fold")
-    notes = []
-    for r in results:
-        c = r.choice
-        version = escape(f"{r.model_version}" if len({x.detector for x in results}) == 1
-                         else f"{r.detector} {r.model_version}")
-        label = escape(r.label)
-        name = f"{label} [dim]{version}[/]"
-        if c is None:
-            table.add_row(name, "[yellow]cannot calibrate[/]", *[""] * 5)
-            notes.append(f"[bold]{label}[/] ({version}): {escape(r.problem or '')}")
-            continue
-        table.add_row(name, escape(_short_threshold(c.threshold)), *_figures(c),
-                      _limits_text(c))
-        if r.held_out is not None:
-            h = r.held_out
-            flag = "[bold yellow]! [/]" if r.held_out_flags else ""
-            table.add_row("", f"{flag}[dim]on {escape(r.held_out_split)}[/]", *_figures(h),
-                          "" if not h.limit_checks else (
-                              "[green]met[/]" if h.limits_met else "[red]not met[/]"))
-        elif r.held_out_split:
-            table.add_row("", f"[dim]on {escape(r.held_out_split)}[/]", "n/a", *[""] * 4)
-        if c.status != "ok" or c.decision != "deploy":
-            notes.append(f"[bold]{label}[/] ({version}): {escape(c.explanation)}")
-        for f in r.held_out_flags:
-            notes.append(f"[bold]{label}[/] ({version}): [yellow]{escape(f)}[/]")
-    out.print(table)
+    table, notes = _thresholds_table(outcome)
+    table.print(out)
     conf = {r.choice.policy.confidence for r in results if r.choice}
     failed = outcome.n_failed
     out.print(
-        "Rule: fire when score >= threshold (exact values: --format json or the thresholds "
-        "file). FA/FR = false-accept/false-reject rate; (up) = exact one-sided "
+        "Rule: fire when score >= threshold (figures rounded to 4 significant digits; "
+        "exact values: --format json or the thresholds file). FA/FR = "
+        "false-accept/false-reject rate; (up) = exact one-sided "
         f"Clopper-Pearson upper bound at {', '.join(f'{c:.0%}' for c in sorted(conf))}. "
         "The first row of a label is the data that chose the threshold (bounds not "
         "adjusted for that choice); the 'on <split>' row is held out, the honest one; "
         "! = they disagree. Two limits on a label are tested together (each at "
         "1 - alpha/2)"
         + (f"; {failed:,} failed detector call(s) excluded." if failed else "."),
-        highlight=False, soft_wrap=False,
+        highlight=False, soft_wrap=False, markup=False,
     )
     # Prose is wrapped to the terminal (soft_wrap off): these are read, not grepped.
     for n in notes + [escape(f"note: {x}") for x in outcome.notices]:
@@ -375,7 +402,7 @@ def _print_thresholds(outcome) -> None:
 
 
 def _short_threshold(t: float) -> str:
-    return _threshold_text(t, never="never", always="always") if math.isinf(t) else f"{t:.4g}"
+    return _threshold_text(t, never="never", always="always") if math.isinf(t) else _figure(t)
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, object]:
@@ -420,7 +447,10 @@ def score(
         Optional[str],
         typer.Option(help="Model version to run or record; scores are only comparable within one."),
     ] = None,
-    store: StoreOption = Path("calibrate.duckdb"),
+    store: Annotated[
+        Path, typer.Option("--store", help="The score store (a DuckDB file; created if "
+                           "missing, but not by --dry-run).")
+    ] = Path("calibrate.duckdb"),
     concurrency: Annotated[
         Optional[int], typer.Option(help="Calls in flight (default: 8 for network, CPUs for local).")
     ] = None,
@@ -557,7 +587,10 @@ def import_scores_cmd(
 
 @app.command()
 def runs(
-    store: StoreOption = Path("calibrate.duckdb"),
+    store: Annotated[
+        Path, typer.Option("--store", help="The score store to list (a DuckDB file; it must "
+                           "exist: 'calibrate score' creates it).")
+    ] = Path("calibrate.duckdb"),
     failures: Annotated[bool, typer.Option("--failures", help="List failed images too.")] = False,
 ) -> None:
     """List the runs and model versions in a store."""
@@ -571,26 +604,51 @@ def runs(
             fails = st.failures() if failures else None
     except CalibrateError as exc:
         _fail(exc)
-    table = Table(title=f"Runs in {store}", title_justify="left")
-    cols = [c for c in ("run_id", "detector", "model_version", "dataset", "status", "n_scored",
-                        "n_failed", "started_at", "finished_at") if c in frame.columns]
-    for c in cols:
-        table.add_column(c)
-    for _, row in frame.iterrows():
-        table.add_row(*[escape(str(row[c])) for c in cols])
-    out.print(table)
+    _runs_table(frame, f"Runs in {store}").print(out)
     if fails is not None and len(fails):
-        ft = Table(title="Failures", title_justify="left")
-        fcols = [c for c in ("run_id", "image_id", "kind", "attempts", "recovered", "message")
-                 if c in fails.columns]
-        for c in fcols:
-            ft.add_column(c)
-        for _, row in fails.iterrows():
-            # A failure a later resume recovered is history, not a missing score.
-            cells = [("yes: scored later" if row[c] else "no") if c == "recovered"
-                     else str(row[c]) for c in fcols]
-            ft.add_row(*[escape(x) for x in cells])
-        out.print(ft)
+        _failures_table(fails).print(out)
+
+
+def _text_or_dash(value) -> str:
+    """A value as text; '-' when it is missing (no 'None', 'nan' or 'NaT')."""
+    import pandas as pd
+
+    return "-" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+#: (column of the runs frame, header, key column?, how a value is shown)
+_RUN_COLUMNS = [
+    ("run_id", "run", True, _text_or_dash), ("detector", "detector", True, _text_or_dash),
+    ("model_version", "version", True, _text_or_dash),
+    ("dataset", "dataset", True, _text_or_dash), ("status", "status", True, _text_or_dash),
+    ("n_scored", "scored", False, _count), ("n_failed", "failed", False, _count),
+    ("started_at", "started", False, _timestamp),
+    ("finished_at", "finished", False, _timestamp),
+]
+
+
+def _runs_table(frame, title: str) -> KeyTable:
+    """Full run ids, ISO times to the second ('-' when missing), counts with separators."""
+    cols = [c for c in _RUN_COLUMNS if c[0] in frame.columns]
+    table = KeyTable([Column(head, key=key, justify="left" if key or name.endswith("_at")
+                             else "right") for name, head, key, _ in cols], title=title)
+    for _, row in frame.iterrows():
+        table.add_row([show(row[name]) for name, _, _, show in cols])
+    return table
+
+
+def _failures_table(fails) -> KeyTable:
+    fcols = [c for c in ("run_id", "image_id", "kind", "attempts", "recovered", "message")
+             if c in fails.columns]
+    table = KeyTable([Column(c, key=c in ("run_id", "image_id", "kind"),
+                             justify="right" if c == "attempts" else "left") for c in fcols],
+                     title="Failures")
+    for _, row in fails.iterrows():
+        # A failure a later resume recovered is history, not a missing score.
+        table.add_row([("yes: scored later" if row[c] else "no") if c == "recovered"
+                       else _count(row[c]) if c == "attempts" else _text_or_dash(row[c])
+                       for c in fcols])
+    return table
 
 
 class ExportTarget(str, Enum):
@@ -739,7 +797,7 @@ def check(
         CheckFormat, typer.Option("--format", help="table, markdown (merge request comment) or json.")
     ] = CheckFormat.table,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
-    allow_incomplete: AllowIncompleteOption = False,
+    allow_incomplete: AllowIncompleteReadOption = False,
 ) -> None:
     """Retraining gate: do the deployed thresholds still hold for a candidate model version?
 
@@ -752,8 +810,6 @@ def check(
     or data error (e.g. an unknown split, label or model version).
     """
     import textwrap
-
-    from rich.text import Text
 
     from calibrate import workflow
     from calibrate.check import COLUMNS, FAIL, INSUFFICIENT, check_thresholds
@@ -779,19 +835,17 @@ def check(
     elif output_format is CheckFormat.markdown:
         out.print(report.to_markdown(), markup=False, highlight=False)
     else:
-        table = Table(title=report.title(), title_justify="left")
-        for col in COLUMNS:
-            # One word or figure per line keeps the table within 80 columns; only a
-            # long label may need folding.
-            table.add_column(col.replace(" ", "\n", 1),
-                             overflow="fold" if col == "label" else "ellipsis",
-                             justify="left" if col in ("label", "result") else "right")
         style = {FAIL: "bold red", INSUFFICIENT: "yellow"}.get
+        # Label and result are never wrapped or cut; paired figures may wrap at a space.
+        table = KeyTable([Column(col, key=col in ("label", "result"),
+                                 justify="left" if col in ("label", "result") else "right")
+                          for col in COLUMNS], title=report.title())
         for r in report.results:
-            label_cell, *rest = r.cells()
-            result = r.result_text().replace(" ", "\n", 1)
-            table.add_row(Text(label_cell), *rest, Text(result, style=style(r.outcome, "green")))
-        out.print(table)
+            cells = r.cells()
+            result = Text(r.result_text(), style=style(r.outcome, "green"))
+            table.add_row([*cells, result], lead=Text.assemble(cells[0], "  ", result),
+                          fields=list(zip(COLUMNS[1:], cells[1:])))
+        table.print(out)
 
         def say(line: str, line_style: str = "") -> None:
             # Wrapped here, not by rich, so that continuation lines keep their indent.
@@ -852,7 +906,7 @@ def report(
         ),
     ] = None,
     title: Annotated[Optional[str], typer.Option(help="Title of the report.")] = None,
-    allow_incomplete: AllowIncompleteOption = False,
+    allow_incomplete: AllowIncompleteReadOption = False,
 ) -> None:
     """Write the calibration report: one self-contained HTML file, a Markdown summary and
     every figure as PNG and SVG.

@@ -38,6 +38,7 @@ LAYERS = [
     ["export", "check", "report"],
     ["workflow"],
     ["study"],
+    ["render"],
     ["cli"],
 ]
 

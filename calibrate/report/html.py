@@ -4,12 +4,19 @@
 ``calibrate thresholds`` does), draws the figures of :mod:`calibrate.report.figures`,
 and writes into ``out_dir``:
 
-* ``index.html`` - summary table (per label: the decision, deployed, needs sign-off or
+* ``index.html`` - first the decision: per detector, the version to deploy (the
+  cheapest summed over labels) with a verdict computed from the versions' costs, and per
+  label the cutoff, its expected cost per part (in units of one false reject), the
+  errors on calibration and held-out data, the limits written out and what needs
+  sign-off and why; then the versions' costs side by side; then the detail: the
+  summary table (per label: the decision, deployed, needs sign-off or
   refused, the calibration split's figures and, beside them, the held-out split's at
   the same threshold, flagged where they disagree), the options of every label whose
   limits are not met, one section per label with its figures and the choice's
   explanation, a comparison of model versions, and the data's provenance (datasets
-  and fingerprints, runs, failures excluded and why). Figures are embedded
+  and fingerprints, runs, failures excluded and why). Each label's section is a
+  collapsible ``<details>`` with thumbnails of the deployed version's borderline
+  images when the manifest's images are local files. Figures are embedded
   as base64 PNG and the style sheet is inline, so the file opens offline and can be
   mailed or attached as it is. Templates are jinja2 with autoescaping on, so label
   names and messages from the data can never inject markup.
@@ -33,6 +40,7 @@ from calibrate.errors import InputError
 from calibrate.io import atomic_write_bytes, atomic_write_text, ensure_folder
 from calibrate.policy import PolicySet, by_action, error_names
 from calibrate.report import figures as F
+from calibrate.report.explorer import explorer_data
 from calibrate.report.figures.base import OPTION_TITLES, shown_option, threshold_kind
 from calibrate.store import ScoreStore
 from calibrate.thresholds import (
@@ -46,8 +54,8 @@ from calibrate.version import __version__
 
 __all__ = ["ReportResult", "build_report", "write_report"]
 
-#: Resolution of the PNG figures (embedded and written); 6.4 x 5 in -> 704 x 550 px.
-DPI = 110
+#: Resolution of the PNG figures (embedded and written); 6.4 x 5 in -> 960 x 750 px.
+DPI = 150
 
 _KIND_TITLES = {
     "histogram": ("score distribution", "Score distribution of images with and without the "
@@ -573,6 +581,8 @@ def build_report(
     written = [p for f in rendered for p in f["paths"]]
     _remove_stale(fig_dir, written)
 
+    decisions = _decision_blocks(results, keys)
+    _attach_examples(store, sections, results, decisions, split, dataset)
     context = dict(
         title=title or f"Calibration report: {store.path.stem}",
         store_path=str(store.path),
@@ -582,6 +592,9 @@ def build_report(
         calibrate_version=__version__,
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         summary_rows=summary_rows,
+        decisions=decisions,
+        has_compare=any(b["compare_many"] for b in decisions),
+        cost_unit=_cost_unit(results),
         **_hints(results),
         **_held_out_context(results, split),
         sections=list(sections.values()),
@@ -590,6 +603,7 @@ def build_report(
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],
         **_provenance(store, set(keys), dataset, results),
     )
+    context["explorer"] = explorer_data(results)
     html_env, md_env = _environments()
     html_path = out / "index.html"
     md_path = out / "summary.md"
@@ -787,3 +801,213 @@ def write_report(
     finally:
         if owned:
             store.close()
+
+
+# ---------------------------------------------------------------------------------------
+# The decision: what to deploy, what it costs, what needs sign-off (the report's top)
+# ---------------------------------------------------------------------------------------
+
+_COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven",
+                8: "eight", 9: "nine", 10: "ten"}
+_SHORT_ERROR = {"false_accept": "FA", "false_reject": "FR"}
+
+
+def _unit_cost(choice) -> float:
+    """Expected cost per item in units of one false reject (a scrapped good part)."""
+    c_fr = choice.policy.cost_false_reject
+    return choice.expected_cost / c_fr if c_fr > 0 else choice.expected_cost
+
+
+def _cost_unit(results) -> str:
+    """The unit the decision block states its costs in."""
+    policies = [r.choice.policy for r in results if r.choice is not None]
+    if policies and all(p.cost_false_reject == 0 for p in policies):
+        return "expected cost per item, in the policy's cost units"
+    if {p.action for p in policies} == {"reject"}:
+        return ("expected cost per part, in units of one scrapped good part "
+                "(cost_false_reject; a shipped defect costs cost_false_accept of them)")
+    return "expected cost per item, in units of one false reject (cost_false_reject)"
+
+
+def _errors_text(choice, which: str) -> dict[str, str]:
+    f = _figures(choice, which)
+    return dict(rate=format_rate(f["rate"]), count=f"{f['errors']:,} of {f['n']:,}")
+
+
+def _limit_marks(r: LabelThreshold) -> list[dict[str, str]]:
+    """Each limit written out with its verdict: "FR ≤ 10% ✔" (held-out beside it)."""
+    held = {} if r.held_out is None else {c.error: c for c in r.held_out.limit_checks}
+    out = []
+    for c in r.choice.limit_checks:
+        mark, css, why = ("\u2714", "met", "shown") if c.met else (
+            ("\u2718", "notmet", "shown to fail") if c.refuted
+            else ("?", "warn", f"unproven: {c.samples_needed:,} more {c.about}s needed"))
+        item = dict(text=f"{_SHORT_ERROR[c.error]} \u2264 {format_rate(c.limit)}",
+                    mark=mark, css=css, why=why, held="", held_css="")
+        h = held.get(c.error)
+        if h is not None:
+            w = _held_check_words(h)
+            item.update(held={"met": "\u2714", "notmet": "\u2718"}.get(w["css"], "?"),
+                        held_css=w["css"], held_why=w["text"])
+        out.append(item)
+    return out
+
+
+def _decision_row(r: LabelThreshold, anchor: str) -> dict[str, Any]:
+    """One label's line of the decision block."""
+    c, h = r.choice, r.held_out
+    d = _decision(c)
+    row = dict(label=r.label, anchor=anchor, decision=d, threshold=format_threshold(c.threshold),
+               cost=_unit_cost(c), held_cost=None if h is None else _unit_cost(h),
+               shipped=_errors_text(c, "accept"), scrapped=_errors_text(c, "reject"),
+               held_shipped=None if h is None else _errors_text(h, "accept"),
+               held_scrapped=None if h is None else _errors_text(h, "reject"),
+               limits=_limit_marks(r), sign_off="", flagged=bool(r.held_out_flags))
+    if d["kind"] != "deploy":
+        broken = [x for x in c.limit_checks if not x.met]
+        why = "; ".join(
+            f"{_SHORT_ERROR[x.error]} \u2264 {format_rate(x.limit)} "
+            + ("is shown to fail at this cutoff" if x.refuted else
+               f"cannot be shown yet ({x.samples_needed_minimum:,} more {x.about}s, images "
+               f"{'with' if x.about == 'positive' else 'without'} {r.label}, needed at best)")
+            for x in broken) or "its limits are not shown"
+        act = (f"the policy deploys the {d['option']} option (T = "
+               f"{format_threshold(c.threshold)})" if d["kind"] == "sign_off"
+               else "refused: nothing exported until someone signs off on an option")
+        row["sign_off"] = f"{why}; {act}."
+    if h is not None and any(k.rate > k.limit or k.refuted for k in h.limit_checks):
+        row["sign_off"] = (row["sign_off"] + " " if row["sign_off"] else "") + \
+            "A limit is broken on held-out data."
+    return row
+
+
+def _count_words(k: int, n: int) -> str:
+    if k == n:
+        return {1: "the one label", 2: "both labels"}.get(n, f"all {_COUNT_WORDS.get(n, n)} labels")
+    return f"{_COUNT_WORDS.get(k, k)} of {_COUNT_WORDS.get(n, n)} labels"
+
+
+def _compare_versions(best: dict[str, LabelThreshold], other: dict[str, LabelThreshold],
+                      held: bool) -> tuple[int, int, list[str]]:
+    """Labels where ``best`` is cheaper than ``other`` (on calibration or held-out)."""
+    common = [k for k in best if k in other]
+    wins, losses = 0, []
+    for k in common:
+        a, b = (best[k].held_out, other[k].held_out) if held else (best[k].choice, other[k].choice)
+        if a is None or b is None:
+            return 0, 0, []
+        if _unit_cost(a) < _unit_cost(b) - 1e-12:
+            wins += 1
+        else:
+            losses.append(k)
+    return wins, len(common), losses
+
+
+def _verdict(det: str, ver: str, versions: dict[str, dict[str, LabelThreshold]],
+             rows: list[dict]) -> dict[str, str]:
+    """The one-line answer, computed from the per-label costs of each version."""
+    head = f"Deploy {ver}"
+    parts, held_parts = [], []
+    for other, labels in versions.items():
+        if other == ver:
+            continue
+        wins, n, losses = _compare_versions(versions[ver], labels, held=False)
+        if n:
+            text = f"cheaper than {other} on {_count_words(wins, n)}"
+            if losses:
+                text += f" (not on {', '.join(losses)})"
+            parts.append(text)
+        hw, hn, _ = _compare_versions(versions[ver], labels, held=True)
+        if hn:
+            held_parts.append(f"{_count_words(hw, hn)} vs {other}")
+    if not parts:
+        ready = sum(r["decision"]["kind"] == "deploy" for r in rows)
+        parts.append(f"{_count_words(ready, len(rows))} ready to deploy")
+    line = f"{head}: " + "; ".join(parts) + "."
+    held = ("On held-out data it is cheaper on " + "; ".join(held_parts) + "."
+            if held_parts else "")
+    refused = [r["label"] for r in rows if r["decision"]["kind"] == "refuse"]
+    signs = [r["label"] for r in rows if r["decision"]["kind"] == "sign_off"]
+    tail = []
+    if signs:
+        tail.append(f"{', '.join(signs)} need{'s' if len(signs) == 1 else ''} sign-off")
+    if refused:
+        tail.append(f"{', '.join(refused)} refused (not exported)")
+    tail_text = "; ".join(tail) + "." if tail else ""
+    return dict(line=line, held=held, tail=tail_text[:1].upper() + tail_text[1:])
+
+
+def _decision_blocks(results: list[LabelThreshold], keys) -> list[dict[str, Any]]:
+    """Per detector: the version to deploy (cheapest summed over labels, latest on a
+    tie), its per-label decision, the verdict, and the version comparison table."""
+    blocks = []
+    for det in dict.fromkeys(d for d, _ in keys):
+        versions: dict[str, dict[str, LabelThreshold]] = {}
+        for d, ver in keys:
+            if d == det:
+                versions[ver] = {r.label: r for r in results if r.detector == d
+                                 and r.model_version == ver and r.choice is not None}
+        common = set.intersection(*(set(v) for v in versions.values())) if versions else set()
+        order = list(versions)
+
+        def total(ver, common=common, versions=versions, order=order):
+            return (sum(_unit_cost(versions[ver][k].choice) for k in common),
+                    -order.index(ver))
+        best = min(order, key=total)
+        many = len({d for d, _ in keys}) > 1
+        rows = [_decision_row(r, "label-" + F.figure_key(r.label, det))
+                for r in versions[best].values()]
+        labels = sorted({k for v in versions.values() for k in v})
+        compare = [dict(label=k, anchor="label-" + F.figure_key(k, det), cells=[
+            None if k not in versions[v] else dict(
+                cost=_unit_cost(versions[v][k].choice),
+                held=None if versions[v][k].held_out is None
+                else _unit_cost(versions[v][k].held_out),
+                cheapest=_unit_cost(versions[v][k].choice) <= min(
+                    _unit_cost(versions[w][k].choice) for w in versions if k in versions[w]))
+            for v in versions]) for k in labels]
+        blocks.append(dict(detector=det, version=best, show_detector=many,
+                           compare_many=len(versions) > 1,
+                           verdict=_verdict(det, best, versions, rows), rows=rows,
+                           versions=list(versions), compare=compare,
+                           held_split=next((r.held_out_split for r in results
+                                            if r.held_out_split), None)))
+    return blocks
+
+
+def _attach_examples(store, sections, results, decisions, split, dataset) -> None:
+    """Thumbnails of the deployed version's borderline images, per label section."""
+    from calibrate.report.figures.examples import example_images
+
+    for sec in sections.values():
+        sec["examples"] = sec["headline"] = None
+    for b in decisions:
+        for r in results:
+            if (r.detector, r.model_version) != (b["detector"], b["version"]) or r.choice is None:
+                continue
+            sec = sections.get((r.detector, r.label))
+            if sec is None:
+                continue
+            d = _decision(r.choice)
+            sec["headline"] = dict(css=d["css"], text=(
+                f"{r.model_version}: {d['text']}" + ("" if d["kind"] == "refuse" else
+                                                      f", cutoff {format_threshold(r.choice.threshold)}")))
+            try:
+                ex = example_images(store, r, split=split, dataset=dataset)
+            except Exception as exc:  # noqa: BLE001 - examples are optional
+                ex = dict(negatives=[], positives=[],
+                          note=f"example images unavailable: {type(exc).__name__}")
+            fire, hold = (("scrapped", "shipped") if r.choice.action == "reject"
+                          else ("let through", "turned away"))
+            neg, pos = ("good parts", "defects") if r.choice.action == "reject" else (
+                "negatives", "positives")
+            for item in ex["negatives"] + ex["positives"]:
+                item["verdict"] = fire if item["fires"] else hold
+                # an error either way: a negative that fires, a positive that does not
+                item["error"] = item["fires"] == (item in ex["negatives"])
+                item["score_text"] = format_threshold(item["score"])
+            ex.update(version=f"{r.detector} {r.model_version}",
+                      threshold=format_threshold(r.choice.threshold),
+                      neg_title=f"The {neg} that score highest",
+                      pos_title=f"The {pos} that score lowest")
+            sec["examples"] = ex

@@ -185,12 +185,20 @@ def overlay_results(
                       score_range=_union_range(results.values()))
         else:
             kw.update(color=color)
-        displays.append(cls.from_result(result, **kw))
+        d = cls.from_result(result, **kw)
+        line = getattr(d, "threshold_line_", None)
+        if i and line is not None:  # versions differ by line style too, not colour alone
+            line.set_linestyle(_THRESHOLD_STYLES[i % len(_THRESHOLD_STYLES)])
+        displays.append(d)
     names = ", ".join(_plain(v) for v in results)
     who = f"{_plain(detector)} {names}" if detector else names
     displays[0].ax_.set_title(f"{_plain(label) or 'label'}: {_TITLES[kind]}, {who}",
                               fontsize="medium")
     return displays
+
+
+#: Line styles of the second, third... version's threshold line in an overlay.
+_THRESHOLD_STYLES = ["-", (0, (6, 2, 1, 2)), (0, (2, 2)), (0, (8, 3))]
 
 
 def _union_range(results) -> tuple[float, float]:

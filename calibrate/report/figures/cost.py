@@ -234,7 +234,9 @@ class ExpectedCostDisplay(_LabelDisplay):
         ax._calibrate_ymax = max(getattr(ax, "_calibrate_ymax", 0.0), ymax)
         ax.set_ylim(0, ax._calibrate_ymax * 1.08 or 1.0)
         ax.set_xlabel("threshold T (fire when score ≥ T)")
-        ax.set_ylabel("expected cost per item")
+        ax.set_ylabel("expected cost per item" + (
+            " (a false reject costs 1)" if p.cost_false_reject == 1
+            else f" (policy cost units; a false reject costs {p.cost_false_reject:g})"))
         if show_title:
             prev = f"{p.prevalence:g}" if p.prevalence is not None else "sample's"
             ax.set_title(

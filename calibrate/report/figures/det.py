@@ -192,6 +192,9 @@ class DetCurveDisplay(_LabelDisplay):
         labels = [f"{s:.0%}" if (100 * s).is_integer() else f"{s:.1%}" for s in _DET_TICKS]
         ax.set_xticks(ticks, labels)
         ax.set_yticks(ticks, labels)
+        # Normal-deviate ticks crowd at the middle: tilt them so none print over another.
+        ax.tick_params(axis="x", labelrotation=45, labelsize="small")
+        ax.tick_params(axis="y", labelsize="small")
         ax.set_xlim(-_DET_LIMIT, _DET_LIMIT)
         ax.set_ylim(-_DET_LIMIT, _DET_LIMIT)
         ax.set_xlabel(f"{x_name} rate")
@@ -199,7 +202,7 @@ class DetCurveDisplay(_LabelDisplay):
         ax.grid(True, color="#dddddd", linewidth=0.6)
         if show_title:
             ax.set_title(f"{_plain(self.label) or 'label'}: DET curve")
-        _finish_legend(ax)
+        _finish_legend(ax, tick_lines=2)
         return self
 
     def _draw_diagonal(self, ax) -> None:
@@ -223,8 +226,8 @@ class DetCurveDisplay(_LabelDisplay):
             _ppf(fpr, _DET_MARK), _ppf(fnr, _DET_MARK),
             linestyle="none", marker="o", markersize=7, markerfacecolor="white",
             markeredgecolor=color or "black",
-            label=f"{prefix}{self.threshold_kind} threshold {_fmt_threshold(ch.threshold)} "
-            f"(FA {format_rate(ch.false_accept_rate)}, FR {format_rate(ch.false_reject_rate)})",
+            label=f"{prefix}{self.threshold_kind} threshold {_fmt_threshold(ch.threshold)}\n"
+            f"at it: FA {format_rate(ch.false_accept_rate)}, FR {format_rate(ch.false_reject_rate)}",
         )
 
     def _draw_censored(self, ax, prefix: str) -> None:

@@ -150,7 +150,8 @@ class ScoreHistogramDisplay(_LabelDisplay):
             ax.set_xticks([x_nr] + vals, ["no\nresult"] + [f"{v:g}" for v in vals])
         # The two-line "no result" tick label needs room above the axis label.
         ax.set_xlabel("score (detector's own scale)", labelpad=8 if x_nr is not None else 4)
-        ax.set_ylabel("share of images per bin")
+        self._set_scale(ax)
+        ax.set_ylabel("share of images per bin (log scale)")
         if show_title:
             ax.set_title(f"{label}: score distribution")
         _finish_legend(ax, tick_lines=2 if x_nr is not None else 1)
@@ -227,8 +228,21 @@ class ScoreHistogramDisplay(_LabelDisplay):
         )
         return span_left
 
+    def _set_scale(self, ax) -> None:
+        """Symmetric-log counts: a single image of either class stays visible next to
+        the bulk of the other (linear below one image's share, zero at the bottom)."""
+        from matplotlib.ticker import FuncFormatter, NullLocator, SymmetricalLogLocator
+
+        n = max(self.table.total_positive, self.table.total_negative, 1)
+        linear = 10.0 ** math.floor(math.log10(1.0 / n)) if n > 1 else 0.1
+        ax.set_yscale("symlog", linthresh=linear, linscale=0.3)
+        ax.set_ylim(bottom=0.0, top=1.1)
+        ax.yaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=linear))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+
     def _draw_threshold(self, ax, color, left, lo, hi, prefix) -> None:
-        self.threshold_line_ = None
+        self.threshold_line_ = self.fire_span_ = None
         thr = self.threshold
         if thr is None:
             return
@@ -236,6 +250,12 @@ class ScoreHistogramDisplay(_LabelDisplay):
         if math.isfinite(thr):
             self.threshold_line_ = ax.axvline(thr, color=color, linestyle="-", linewidth=1.6,
                                               label=tlabel)
+            if color == "black":  # one version: shade the side that fires
+                what = "rejected" if self.action == "reject" else "accepted"
+                self.fire_span_ = ax.axvspan(
+                    thr, hi + 0.04 * (hi - lo), color="#c0392b" if self.action == "reject"
+                    else "#1e8449", alpha=0.07, linewidth=0, zorder=0,
+                    label=f"{prefix}fires (score ≥ T): {what}")
         elif thr < 0:  # always fire: the rule fires on "no result" too
             self.threshold_line_ = ax.axvline(left, color=color, linewidth=1.6, label=tlabel)
         else:

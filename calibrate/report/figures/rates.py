@@ -247,9 +247,10 @@ class ErrorRatesDisplay(_LabelDisplay):
         self._mark_threshold(ax, prefix, color, xmax + pad)
         self._note_no_result(ax)
         _set_xlim(ax, left, xmax + pad)
-        ax.set_ylim(-0.02, 1.02)
+        linear = _set_rate_scale(ax, (self.max_false_accept_rate, self.max_false_reject_rate))
         ax.set_xlabel("threshold T (fire when score ≥ T)")
-        ax.set_ylabel("error rate")
+        ax.set_ylabel(f"error rate (log scale above {format_rate(linear)}; 0 at the bottom)",
+                      fontsize="small")
         if show_title:
             ax.set_title(f"{_plain(self.label) or 'label'}: error rates vs threshold")
         _finish_legend(ax)
@@ -280,20 +281,18 @@ class ErrorRatesDisplay(_LabelDisplay):
         t = self.choice.threshold
         fa, fr = self.choice.false_accept_rate, self.choice.false_reject_rate
         x = t if math.isfinite(t) else right
+        # The rates go into the legend, not beside the points: overlaid versions'
+        # labels would print over each other.
         self.threshold_line_ = ax.axvline(
             x, color=color or "black", linewidth=1.2, linestyle="-" if math.isfinite(t) else ":",
-            label=f"{prefix}{self.threshold_kind} threshold {_fmt_threshold(t)}",
+            label=f"{prefix}{self.threshold_kind} threshold {_fmt_threshold(t)}\n"
+                  f"at it: FA {format_rate(fa)}, FR {format_rate(fr)}",
         )
         (self.chosen_points_,) = ax.plot(
             [x, x], [fa, fr], linestyle="none", marker="o", markersize=6,
             markerfacecolor="white", markeredgecolor=color or "black",
             label=f"_{prefix}rates at threshold",
         )
-        for y, what in ((fa, "FA"), (fr, "FR")):
-            ax.annotate(
-                f"{what} {format_rate(y)}", (x, y), xytext=(6, 4), textcoords="offset points",
-                fontsize="x-small", color=color or "black",
-            )
 
     def _note_no_result(self, ax) -> None:
         n_nr = self.arrays.n_no_result
@@ -305,3 +304,21 @@ class ErrorRatesDisplay(_LabelDisplay):
                 transform=ax.transAxes, fontsize="x-small", color="#555555", va="bottom",
             )
             note._calibrate_nr = True
+
+
+def _set_rate_scale(ax, limits) -> float:
+    """Symmetric-log rate axis: small rates and limits (0.1%) readable, zero drawn at the
+    bottom (linear below the returned rate, logarithmic above), ticks as percentages."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    small = [float(v) for v in limits if v is not None and v > 0]
+    linear = 10.0 ** math.floor(math.log10(min(small + [0.01])))
+    linear = min(max(linear, 1e-5), 0.01)
+    ax.set_yscale("symlog", linthresh=linear, linscale=0.35)
+    ax.set_ylim(-0.12 * linear, 1.08)  # zero sits just above the axis, visibly
+    ticks = [0.0] + [10.0 ** k for k in range(int(round(math.log10(linear))), 1)]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.grid(True, axis="y", color="#e5e5e5", linewidth=0.6)
+    return linear
