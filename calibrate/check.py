@@ -83,6 +83,7 @@ from calibrate.thresholds import (
     ThresholdChoice,
     choose_threshold_from_curve,
     evaluate_threshold,
+    format_figure,
     format_rate as _pct,
     format_threshold,
 )
@@ -344,13 +345,13 @@ class LabelGate:
         a = self.at_deployed
 
         def rate(x: float) -> str:
-            return f"{_fig(100 * x)}%"
+            return f"{format_figure(100 * x)}%"
 
         def pair(absolute: float | None, relative: float | None) -> str:
             if absolute is None:
                 return "-"
-            rel = f"{_fig(100 * relative, sign=True)}%" if relative is not None else "(of 0)"
-            return f"{_fig(absolute, sign=True)} {rel}"
+            rel = f"{format_figure(100 * relative, sign=True)}%" if relative is not None else "(of 0)"
+            return f"{format_figure(absolute, sign=True)} {rel}"
 
         return [
             self.label,
@@ -358,7 +359,7 @@ class LabelGate:
             f"{rate(a.false_reject_rate)} ({rate(a.false_reject_rate_upper)})" if a else "-",
             pair(self.cost_change, self.cost_change_relative),
             pair(self.regret, self.regret_relative),
-            _fig(self.ks_statistic) if self.ks_statistic is not None else "-",
+            format_figure(self.ks_statistic) if self.ks_statistic is not None else "-",
         ]
 
     def markdown_cells(self) -> list[str]:
@@ -448,21 +449,6 @@ def _above(gate: LabelGate) -> bool:
 
 def _num(x: float) -> str:
     return format_threshold(x, never="never", always="always")
-
-
-def _fig(x: float, digits: int = 4, *, sign: bool = False) -> str:
-    """``x`` with ``digits`` significant digits for the terminal table (``0.9690``,
-    ``+12.35``, ``1,235``); exact values stay in ``--format json``."""
-    plus = "+" if sign and x > 0 else ""
-    if not math.isfinite(x) or x == 0:
-        return f"{plus}{x:g}"
-    magnitude = math.floor(math.log10(abs(x)))
-    decimals = max(0, digits - 1 - magnitude)
-    if decimals and abs(round(x, decimals)) >= 10 ** (magnitude + 1):
-        decimals -= 1  # rounding carried into a new digit: 9.99996 -> 10.00
-    if not -4 <= magnitude < 6:
-        return f"{plus}{x:#.{digits - 1}e}"
-    return f"{plus}{x:,.{decimals}f}"
 
 
 def _pair(absolute: float | None, relative: float | None, sep: str) -> str:

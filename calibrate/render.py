@@ -22,33 +22,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from calibrate.thresholds import format_figure as figure
+
 __all__ = ["Column", "KeyTable", "count", "figure", "percent", "timestamp"]
 
 Cell = Union[str, Text]
-
-
-def figure(x: float | None, digits: int = 4, *, sign: bool = False) -> str:
-    """``x`` with ``digits`` significant digits (trailing zeros kept: ``0.9690``).
-
-    Thousands are separated (``12,346``); very small or large magnitudes use an exponent.
-    ``None`` and NaN are ``-``.
-    """
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    x = float(x)
-    plus = "+" if sign and x > 0 else ""
-    if math.isinf(x):
-        return f"{plus}{x}"
-    if x == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(x)))
-    decimals = max(0, digits - 1 - magnitude)
-    if decimals and abs(round(x, decimals)) >= 10 ** (magnitude + 1):
-        decimals -= 1  # rounding carried into a new digit: 9.99996 -> 10.00
-    if not -4 <= magnitude < 6:
-        return f"{plus}{x:#.{digits - 1}e}"
-    text = f"{x:,.{decimals}f}"
-    return plus + text
 
 
 def percent(rate: float | None, digits: int = 4, *, sign: bool = False) -> str:
