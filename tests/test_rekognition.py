@@ -470,12 +470,14 @@ def test_slow_response_times_out_as_retryable(tmp_path, fake):
 
 def test_slow_and_5xx_end_to_end(tmp_path, fake):
     manifest, keys = make_set(tmp_path, 5)
-    fake.plan(keys["f000"], "slow:0.8")
+    # The read timeout leaves ordinary requests ample room (a loaded CI machine once made
+    # one take over 0.2 s, an extra retry); only the planned slow answer times out.
+    fake.plan(keys["f000"], "slow:2.0")
     fake.plan(keys["f003"], "5xx", "malformed")
     with ScoreStore(tmp_path / "s.duckdb") as store:
         s = score_dataset(
             read_manifest(manifest),
-            faces(fake, read_timeout=0.2),
+            faces(fake, read_timeout=0.6),
             store,
             RunOptions(max_attempts=3, concurrency=3, **QUIET),
         )
