@@ -20,6 +20,7 @@ from calibrate.errors import OutputError
 
 __all__ = [
     "atomic_write_bytes",
+    "first_undecodable",
     "atomic_write_text",
     "dumps_json",
     "ensure_folder",
@@ -164,3 +165,31 @@ def _remove_stale_temps(target: Path) -> None:
                 tmp.unlink()
         except OSError:
             pass  # gone already, or not ours to remove: the write itself decides
+
+
+def first_undecodable(path) -> tuple[int, int, int] | None:
+    """Where the first byte that is not UTF-8 sits in a file: ``(line, column, byte)``.
+
+    Readers decode text block by block, so a ``UnicodeDecodeError``'s offset is into
+    some block, useless to a person with an editor; this decodes the whole file again
+    (only on the error path) to name the line and the character column.
+
+    Returns
+    -------
+    tuple of int, or None
+        1-based line and column and the byte's value; None when the file now decodes
+        (it changed since it was read) or cannot be read.
+    """
+    try:
+        data = Path(path).read_bytes()
+        data.decode("utf-8")  # a BOM is valid UTF-8, so offsets are the file's own
+    except UnicodeDecodeError as exc:
+        start = exc.start
+    except OSError:
+        return None
+    else:
+        return None
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line = data.count(b"\n", 0, start) + 1
+    column = len(data[line_start:start].decode("utf-8")) + 1  # valid up to the bad byte
+    return line, column, data[start]

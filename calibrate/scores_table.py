@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from calibrate.errors import InputError
+from calibrate.io import first_undecodable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,20 +132,12 @@ def _read_parquet(p: Path) -> tuple[pd.DataFrame, np.ndarray]:
 
 def _not_utf8(p: Path, exc: UnicodeDecodeError) -> InputError:
     """The error for a CSV that is not UTF-8, naming the line of the first bad byte."""
-    # pandas decodes in blocks, so the exception's offset is not the file's: decode
-    # the file again to find where the first undecodable byte really is.
-    data = p.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as again:
-        start = again.start
-    else:  # pragma: no cover - the file changed since pandas read it
+    where = first_undecodable(p)
+    if where is None:  # pragma: no cover - the file changed since pandas read it
         return InputError(f"{p}: not UTF-8 text ({exc.reason}). Save the table as UTF-8.")
-    line_start = data.rfind(b"\n", 0, start) + 1
-    line = data.count(b"\n", 0, start) + 1
-    column = len(data[line_start:start].decode("utf-8")) + 1  # valid up to the bad byte
+    line, column, byte = where
     return InputError(
-        f"{p}:{line}: byte 0x{data[start]:02x} at column {column} is not UTF-8 text. "
+        f"{p}:{line}: byte 0x{byte:02x} at column {column} is not UTF-8 text. "
         "Save the table as UTF-8 (in Excel: CSV UTF-8), or fix that character."
     )
 

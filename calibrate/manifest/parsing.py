@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from calibrate.errors import InputError
+from calibrate.io import first_undecodable
 from calibrate.manifest.records import REMOTE_SCHEMES
 
 __all__: list[str] = []
@@ -203,27 +204,13 @@ def _read_text_lines(path: Path):
 
 
 def _not_utf8(path: Path, exc: UnicodeDecodeError) -> InputError:
-    """The error for a manifest that is not UTF-8, naming the line of the first bad byte.
-
-    Text files are decoded block by block, so ``exc.start`` is an offset into some
-    block, useless to a person with an editor: the file is decoded again, whole, to
-    find the line and column. This runs only on the error path.
-    """
-    try:
-        data = path.read_bytes()
-        data.decode("utf-8")  # a BOM is valid UTF-8, so offsets are the file's own
-    except UnicodeDecodeError as again:
-        start = again.start
-    except OSError:
-        data = None
-    else:
-        data = None  # the file changed since it was read: no position to name
-    if data is None:
+    """The error for a manifest that is not UTF-8, naming the line of the first bad byte
+    (see :func:`calibrate.io.first_undecodable`)."""
+    where = first_undecodable(path)
+    if where is None:  # unreadable now, or changed since it was read: no position
         return InputError(f"{path}: not UTF-8 text ({exc.reason}). Save the manifest as UTF-8.")
-    line_start = data.rfind(b"\n", 0, start) + 1
-    line = data.count(b"\n", 0, start) + 1
-    column = len(data[line_start:start].decode("utf-8")) + 1  # valid up to the bad byte
+    line, column, byte = where
     return InputError(
-        f"{path}, line {line}: byte 0x{data[start]:02x} at column {column} is not UTF-8 "
+        f"{path}, line {line}: byte 0x{byte:02x} at column {column} is not UTF-8 "
         "text. Save the manifest as UTF-8 (in Excel: CSV UTF-8), or fix that character."
     )
