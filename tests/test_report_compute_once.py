@@ -4,6 +4,8 @@ were exported."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 import calibrate.curves
@@ -36,23 +38,29 @@ class Counter:
         return self.fn(*args, **kwargs)
 
 
-def test_a_report_over_the_parts_study_makes_one_choice_per_combination(
-        parts_store, tmp_path, monkeypatch):
+def _count_calls(monkeypatch) -> tuple[Counter, Counter, Counter]:
+    """Count choices, curve builds and count-table queries, by every name the report's
+    code path can reach them by; the real functions still run."""
     choices = Counter(calibrate.thresholds.choose_threshold_from_curve)
     curves = Counter(calibrate.curves.error_curve)
     real_table = ScoreStore.count_table
     tables = Counter(lambda self, *a, **k: real_table(self, *a, **k))
-    # Patch every name the report's code path can reach the functions by.
     monkeypatch.setattr(calibrate.thresholds, "choose_threshold_from_curve", choices)
     monkeypatch.setattr(calibrate.thresholds, "error_curve", curves)
     monkeypatch.setattr(ScoreStore, "count_table",
                         lambda self, *a, **k: tables(self, *a, **k))
-    for mod in list(__import__("sys").modules.values()):
+    for mod in list(sys.modules.values()):
         name = getattr(mod, "__name__", "") or ""
         if name.startswith("calibrate.report"):
             for attr, fake in (("choose_threshold_from_curve", choices), ("error_curve", curves)):
                 if hasattr(mod, attr):
                     monkeypatch.setattr(mod, attr, fake)
+    return choices, curves, tables
+
+
+def test_a_report_over_the_parts_study_makes_one_choice_per_combination(
+        parts_store, tmp_path, monkeypatch):
+    choices, curves, tables = _count_calls(monkeypatch)
     result = write_report(parts_store, load_policy_file(POLICY), tmp_path / "r",
                           split="calibration", workers=1)
     combos = {(r.detector, r.model_version, r.label) for r in result.thresholds}
@@ -77,14 +85,7 @@ def test_given_results_are_shown_as_they_are_held_out_included(parts_store, tmp_
     with ScoreStore(parts_store, read_only=True) as st:
         results = choose_thresholds_from_store(st, policies, split="calibration")
         keys = sorted({(r.detector, r.model_version) for r in results})
-        choices = Counter(calibrate.thresholds.choose_threshold_from_curve)
-        curves = Counter(calibrate.curves.error_curve)
-        real_table = ScoreStore.count_table
-        tables = Counter(lambda self, *a, **k: real_table(self, *a, **k))
-        monkeypatch.setattr(calibrate.thresholds, "choose_threshold_from_curve", choices)
-        monkeypatch.setattr(calibrate.thresholds, "error_curve", curves)
-        monkeypatch.setattr(ScoreStore, "count_table",
-                            lambda self, *a, **k: tables(self, *a, **k))
+        choices, curves, tables = _count_calls(monkeypatch)
         report = build_report(st, policies, tmp_path / "r", keys=keys, split="calibration",
                               results=results, workers=1)
     assert (choices.calls, curves.calls, tables.calls) == (0, 0, 0)
