@@ -52,6 +52,18 @@ def _viam(model_version: str | None, **options: Any) -> Detector:
     return ViamDetector(model_version=model_version, **options)
 
 
+def _onnx(model_version: str | None, **options: Any) -> Detector:
+    from calibrate.detectors.onnx_model import OnnxDetector
+
+    return OnnxDetector(model_version=model_version, **options)
+
+
+def _tflite(model_version: str | None, **options: Any) -> Detector:
+    from calibrate.detectors.tflite_model import TFLiteDetector
+
+    return TFLiteDetector(model_version=model_version, **options)
+
+
 #: Built-in detector names and what they are.
 BUILTIN: dict[str, tuple[Callable[..., Detector], str]] = {
     "surface-defect": (_surface, "classical surface-defect detector for the bundled parts set (v1, v2)"),
@@ -80,6 +92,16 @@ BUILTIN: dict[str, tuple[Callable[..., Detector], str]] = {
         _viam,
         "a vision service on a Viam machine (get_detections / get_classifications); needs "
         "calibrate[viam] and VIAM_API_KEY, VIAM_API_KEY_ID, VIAM_MACHINE_ADDRESS",
+    ),
+    "onnx": (
+        _onnx,
+        "an ONNX model file run locally with ONNX Runtime; --option model=PATH --option "
+        "labels=PATH (calibrate[onnx]; docs/local-models.md)",
+    ),
+    "tflite": (
+        _tflite,
+        "a TFLite model file run locally with LiteRT; --option model=PATH --option "
+        "labels=PATH (calibrate[tflite]; docs/local-models.md)",
     ),
 }
 
