@@ -28,7 +28,11 @@ from calibrate.errors import InputError
 def test_text_label_map_skips_placeholders_and_trailing_blank_lines(tmp_path):
     p = tmp_path / "labelmap.txt"
     p.write_text("???\nscratch\n dent \n???\nspot\n\n\n")
-    assert read_label_map(p) == {1: "scratch", 2: "dent", 4: "spot"}
+    # placeholders count as classes (outputs have a place for them) but name none
+    assert read_label_map(p) == {0: "???", 1: "scratch", 2: "dent", 3: "???", 4: "spot"}
+    (tmp_path / "only.txt").write_text("???\n???\n")
+    with pytest.raises(InputError, match="names no class"):
+        read_label_map(tmp_path / "only.txt")
 
 
 @pytest.mark.parametrize("data, expected", [
@@ -134,9 +138,10 @@ def test_classification_activations_and_label_order():
     none = Classification("y").decode({"y": logits.reshape(1, 3, 1, 1)}, labels, "m")
     assert [r.score for r in none.results] == [2.0, -1.0, 0.5]
     assert all(r.box is None for r in none.results)
-    # a placeholder class (gap in the label map) is scored but not reported
-    gap = Classification("y").decode({"y": logits}, {0: "a", 2: "c"}, "m")
-    assert [r.label for r in gap.results] == ["a", "c"]
+    # a placeholder class (???, or a gap in a JSON map) is scored but not reported
+    for labels in ({0: "a", 2: "c"}, {0: "a", 1: "???", 2: "c"}):
+        gap = Classification("y").decode({"y": logits}, labels, "m")
+        assert [r.label for r in gap.results] == ["a", "c"]
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (2, 3), (1, 3, 2)])

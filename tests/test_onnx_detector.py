@@ -4,6 +4,7 @@ parts set scored end to end through the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -26,6 +27,7 @@ from calibrate.detectors.onnx_model import OnnxDetector  # noqa: E402
 from calibrate.detectors.registry import make_detector  # noqa: E402
 from calibrate.errors import InputError  # noqa: E402
 from calibrate.manifest import read_manifest  # noqa: E402
+from calibrate.runner import RunOptions, score_dataset  # noqa: E402
 from calibrate.store import ScoreStore  # noqa: E402
 from tests.model_builders import (  # noqa: E402
     filter_bank,
@@ -166,9 +168,43 @@ def test_errors_name_the_file_and_the_fix_and_exit_2(files, tmp_path, case, mess
     assert "Traceback" not in res.output
 
 
-def test_an_image_that_fails_in_the_runtime_fails_alone(files):
-    path = onnx_pooled_classifier(files / "dyn2.onnx", W, B, dynamic=True)
-    det = OnnxDetector(model=path, labels=files / "labels.txt")
+def test_an_image_that_fails_in_the_runtime_fails_alone(files, tmp_path):
+    """A model with an open input size whose graph only works at 8x8 (a Reshape): other
+    sizes fail in ONNX Runtime, each as a failure of its own image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+         helper.make_node("ReduceMean", ["flat"], ["m"], axes=[1], keepdims=1),
+         helper.make_node("Tile", ["m", "reps"], ["scores"])],
+        "only8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, None, None])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array([1, 192], np.int64), "shape"),
+         numpy_helper.from_array(np.array([1, 4], np.int64), "reps")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "only8.onnx"))
+    rows = []
+    for k, side in enumerate((8, 9, 8)):
+        Image.new("RGB", (side, side), (k * 50,) * 3).save(tmp_path / f"im{k}.png")
+        rows.append(json.dumps({"image": f"im{k}.png", "labels": []}))
+    (tmp_path / "m.jsonl").write_text("\n".join(rows) + "\n")
+    # the blank image of the check is 64x64: give the size the graph wants
+    with pytest.raises(InputError, match="running the model on a blank 64x64 image failed"):
+        OnnxDetector(model=tmp_path / "only8.onnx", labels=files / "labels.txt")
+    det = OnnxDetector(model=tmp_path / "only8.onnx", labels=files / "labels.txt",
+                       input_size=8)
+    assert det.preprocessing.size == (8, 8)
+    # fed at their own sizes (as the check cannot be, for this graph), the 9x9 image fails
+    det.preprocessing = dataclasses.replace(det.preprocessing, size=None)
+    with pytest.raises(ImageError, match=r"only8.onnx failed on this image \("):
+        det.score_array(np.zeros((9, 9, 3), np.uint8))
+    with ScoreStore(tmp_path / "s.duckdb") as st:
+        summary = score_dataset(read_manifest(tmp_path / "m.jsonl"), det, st,
+                                RunOptions(progress=False, concurrency=1))
+        assert (summary.scored, summary.failed) == (2, 1)
+        assert summary.failures_by_kind == {"image": 1}
     with pytest.raises(ImageError, match="needs a uint8 RGB image"):
         det.score_array(np.zeros((4, 4), np.float32))
 
@@ -206,6 +242,27 @@ def test_yolo_model_with_nms_settings_recorded(files):
                                                                     ("spot", 0.6)]
     b = out.results[0].box
     np.testing.assert_allclose([b.x_min, b.y_min, b.x_max, b.y_max], [30, 6, 50, 26])
+    # the decoding defaults survive the trip to a worker process
+    copy = pickle.loads(pickle.dumps(det))
+    assert copy.decoding == det.decoding and copy.name == det.name
+    assert copy.score_array(np.zeros((32, 128, 3), np.uint8)).results == out.results
+    # null on the command line: no floor, no suppression (and no detection floor)
+    bare = make_detector("onnx", model=str(path), labels=str(files / "labels.txt"),
+                         decoder="yolo", score_floor=None, nms_iou=None)
+    assert bare.detection_floor is None and bare.decoding.nms_iou is None
+    assert len(bare.score_array(np.zeros((64, 64, 3), np.uint8)).results) == 3
+    assert bare.name != det.name
+
+
+def test_placeholder_classes_count_but_are_never_reported(files, tmp_path):
+    path = onnx_pooled_classifier(tmp_path / "five.onnx", np.hstack([W, W[:, :1]]),
+                                  np.append(B, 0.0))
+    (tmp_path / "five.txt").write_text("\n".join(LABELS) + "\n???\n")
+    det = OnnxDetector(model=path, labels=tmp_path / "five.txt", activation="softmax")
+    assert det.labels == LABELS
+    out = det.score_array(_images(1)[0])
+    assert [r.label for r in out.results] == list(LABELS)
+    assert sum(r.score for r in out.results) < 1.0  # the fifth class took its share
 
 
 # -- a classifier trained on the parts set ----------------------------------------------

@@ -69,7 +69,9 @@ _SSD_NAMES = {
     "count": ("n_detections", "num_detections", "count", "detection_count"),
 }
 
-_UNSET: Any = object()
+#: The value of an option left to the decoder's default (a string, so that it survives
+#: pickling to worker processes; ``null`` on the command line means "none").
+_DEFAULT = "default"
 
 
 @dataclass
@@ -100,8 +102,8 @@ class _Options:
     count_output: str | None = None
     box_format: str | None = None
     box_units: str | None = None
-    score_floor: float | None = _UNSET
-    nms_iou: float | None = _UNSET
+    score_floor: Any = _DEFAULT
+    nms_iou: Any = _DEFAULT
     class_agnostic: bool = False
     max_detections: int = 100
     multi_label: bool = False
@@ -187,7 +189,8 @@ class ModelFileDetector:
         rt = self._runtime()
         self.preprocessing = _preprocessing(o, rt.inputs, self._path)
         self.decoding = _decoding(o, rt.outputs, self.labels_map, self._path)
-        self.labels = tuple(lab for _, lab in sorted(self.labels_map.items()))
+        self.labels = tuple(lab for _, lab in sorted(self.labels_map.items())
+                            if lab != PLACEHOLDER)
         if expected_sha is None:
             self._check_by_running()
         self.model_version = _text_option("model_version", o.model_version) or \
@@ -199,7 +202,7 @@ class ModelFileDetector:
             self.detection_floor = None
         else:
             self.score_range = None
-            self.detection_floor = self.decoding.score_floor or None
+            self.detection_floor = self.decoding.score_floor
 
     def _hash_model(self, expected: str | None) -> str:
         p = self._path
@@ -221,16 +224,15 @@ class ModelFileDetector:
 
     def _labels(self, labels) -> dict[int, str]:
         if isinstance(labels, (list, tuple)):
-            tmp = [(i, str(v).strip(), f"labels item {i}") for i, v in enumerate(labels)]
             out, seen = {}, set()
-            for i, lab, where in tmp:
-                if not lab or lab in seen:
-                    raise InputError(f"{where}: {'empty' if not lab else 'repeated'} label "
-                                     f"{lab!r}; every class needs its own name.")
+            for i, value in enumerate(labels):
+                lab = str(value).strip()
+                if not lab or (lab in seen and lab != PLACEHOLDER):
+                    raise InputError(f"labels item {i}: {'empty' if not lab else 'repeated'} "
+                                     f"label {lab!r}; every class needs its own name.")
                 seen.add(lab)
-                if lab != PLACEHOLDER:
-                    out[i] = lab
-            if not out:
+                out[i] = lab
+            if not seen - {PLACEHOLDER}:
                 raise InputError("labels lists no label; name one label per class.")
             return out
         return read_label_map(labels)
@@ -534,8 +536,8 @@ def _decoding(o: _Options, outputs: list[TensorInfo], labels: dict[int, str], pa
         names = {"candidates": out.name}
     else:
         names = _ssd_outputs(o, outputs, path)
-    floor = (0.001 if yolo else None) if o.score_floor is _UNSET else o.score_floor
-    iou = (0.5 if yolo else None) if o.nms_iou is _UNSET else o.nms_iou
+    floor = (0.001 if yolo else None) if o.score_floor == _DEFAULT else o.score_floor
+    iou = (0.5 if yolo else None) if o.nms_iou == _DEFAULT else o.nms_iou
     if iou is not None:
         iou = _number("nms_iou", iou, low=0)
         if iou > 1:
@@ -551,7 +553,7 @@ def _decoding(o: _Options, outputs: list[TensorInfo], labels: dict[int, str], pa
                            _BOX_FORMATS),
         box_units=_choice("box_units", o.box_units or ("pixel" if yolo else "ratio"),
                           _BOX_UNITS),
-        score_floor=-math.inf if floor is None else _number("score_floor", floor),
+        score_floor=None if floor is None else _number("score_floor", floor),
         nms_iou=iou, class_agnostic=o.class_agnostic,
         max_detections=int(_number("max_detections", o.max_detections, low=1, integer=True)),
         multi_label=o.multi_label,

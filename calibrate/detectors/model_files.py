@@ -89,7 +89,8 @@ def read_label_map(path) -> dict[int, str]:
     Returns
     -------
     dict of int to str
-        Placeholder classes (``???``) are left out.
+        Placeholder classes keep their ``???`` (they count as classes of the model);
+        detectors never report them.
 
     Raises
     ------
@@ -123,12 +124,16 @@ def read_label_map(path) -> dict[int, str]:
             raise InputError(f"{where}: empty label; every class needs a name (write "
                              f"{PLACEHOLDER} for a class the model never reports).")
         if label == PLACEHOLDER:
+            out[index] = label  # counts as a class; its results are never reported
             continue
         if label in seen:
             raise InputError(f"{where}: label {label!r} again (first at {seen[label]}); two "
                              "classes with one name would merge in every curve. Rename one.")
         seen[label] = where
         out[index] = label
+    if not seen:
+        raise InputError(f"label map {p} names no class (only {PLACEHOLDER} lines); write "
+                         "one label per line.")
     return out
 
 
@@ -380,7 +385,8 @@ class Classification:
             values = e / e.sum()
         elif self.activation == "sigmoid":
             values = _sigmoid(values)
-        results = [Result(lab, float(values[i])) for i, lab in sorted(labels.items())]
+        results = [Result(lab, float(values[i])) for i, lab in sorted(labels.items())
+                   if lab != PLACEHOLDER]
         if len(values) <= _RAW_CLASSES:
             raw = {"output": self.output, "scores": [round(float(v), 7) for v in values]}
         else:
@@ -410,8 +416,9 @@ class BoxDecoding:
         Order of a box's four numbers (``xywh``: top-left corner, width, height).
     box_units : {"ratio", "pixel"}
         Ratios of the model input's width and height, or its pixels.
-    score_floor : float
-        Candidates scoring below it are dropped (the run's detection floor).
+    score_floor : float or None
+        Candidates scoring below it are dropped (the run's detection floor); None keeps
+        every candidate.
     nms_iou : float or None
         Greedy non-maximum suppression at this intersection-over-union, per class
         (or across classes with ``class_agnostic``); None for none (an SSD model that
@@ -434,7 +441,7 @@ class BoxDecoding:
     outputs: dict[str, str]
     box_format: str
     box_units: str
-    score_floor: float = 0.0
+    score_floor: float | None = None
     nms_iou: float | None = None
     class_agnostic: bool = False
     max_detections: int = 100
@@ -448,8 +455,9 @@ class BoxDecoding:
             boxes, scores, classes = self._ssd(outputs, labels, model)
         else:
             boxes, scores, classes = self._yolo(outputs, labels, model)
-        keep = scores >= self.score_floor
-        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        if self.score_floor is not None:
+            keep = scores >= self.score_floor
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
         xyxy = self._to_input_pixels(boxes, geo)
         if self.nms_iou is not None and len(scores):
             groups = np.zeros_like(classes) if self.class_agnostic else classes
@@ -471,8 +479,8 @@ class BoxDecoding:
     def _label(self, c: int, labels: dict[int, str], model: str) -> str | None:
         index = c + self.class_offset
         if index in labels:
-            return labels[index]
-        if 0 <= index <= max(labels):  # a placeholder (???) or a gap in a JSON map
+            return None if labels[index] == PLACEHOLDER else labels[index]
+        if 0 <= index <= max(labels):  # a gap in a JSON map: a class with no name
             return None
         raise ShapeMismatch(
             f"{model}: the model reported class {c}{f' (+{self.class_offset} offset)' if self.class_offset else ''}"
@@ -545,7 +553,8 @@ class BoxDecoding:
                 f"label map names {n_classes} classes; use the label map that came with "
                 "this model.")
         if self.multi_label:
-            rows, cols = np.nonzero(scores >= self.score_floor)
+            floor = -np.inf if self.score_floor is None else self.score_floor
+            rows, cols = np.nonzero(scores >= floor)
             return boxes[rows], scores[rows, cols], cols.astype(np.int64)
         best = scores.argmax(axis=1)
         return boxes, scores[np.arange(len(best)), best], best.astype(np.int64)

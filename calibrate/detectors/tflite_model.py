@@ -17,6 +17,7 @@ Needs ``pip install 'calibrate[tflite]'``.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +93,15 @@ class TFLiteModel(ModelRuntime):
         self.inputs = [_info(d) for d in self._in.values()]
         self.outputs = [_info(d) for d in self._out]
         self._shapes = {name: tuple(d["shape"]) for name, d in self._in.items()}
+        # An interpreter holds its tensors itself, so one call at a time (the runner's
+        # thread pool may call from two threads; worker processes each have their own).
+        self._lock = threading.Lock()
 
     def run(self, name: str, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._run(name, tensor)
+
+    def _run(self, name: str, tensor: np.ndarray) -> dict[str, np.ndarray]:
         detail = self._in[name]
         if self._shapes[name] != tensor.shape:  # an open size: the image's own
             self.interpreter.resize_tensor_input(detail["index"], list(tensor.shape))
