@@ -129,8 +129,8 @@ def test_pickled_detector_loads_the_model_again_and_notices_a_changed_file(files
     ("missing", "model file {m} does not exist; pass the model's path"),
     ("corrupt", "ONNX Runtime cannot load model file {m}"),
     ("truncated", "ONNX Runtime cannot load model file {m}"),
-    ("labels3", "output 'scores' has 4 class scores (shape [1, 4]) but the label map names "
-                "classes 0 to 2"),
+    ("labels3", "{m} (label map {t}/three.txt): output 'scores' has 4 class scores (shape "
+                "[1, 4]) but the label map names classes 0 to 2"),
     ("yolo", "output 'scores' has shape [1, 4], which the box decoder cannot read"),
     ("ssd", "cannot tell which outputs hold boxes and scores ('scores' (float32[1, 4]))"),
     ("size", "is 8x8 (width x height); input_size=[10, 10] does not fit"),
@@ -164,7 +164,7 @@ def test_errors_name_the_file_and_the_fix_and_exit_2(files, tmp_path, case, mess
     res = runner.invoke(app, args, env={"COLUMNS": "400"})
     assert res.exit_code == 2, res.output
     text = " ".join(res.stderr.split())
-    assert message.format(m=m) in text, text
+    assert message.format(m=m, t=tmp_path) in text, text
     assert "Traceback" not in res.output
 
 

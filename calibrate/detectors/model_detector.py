@@ -185,6 +185,9 @@ class ModelFileDetector:
         self._path = Path(o.model).expanduser()
         self._sha = self._hash_model(expected_sha)
         self.labels_map = self._labels(o.labels)
+        # Decoding errors name both files: a size mismatch is either one's fault.
+        self._where = str(self._path) if isinstance(o.labels, (list, tuple)) else \
+            f"{self._path} (label map {Path(o.labels).expanduser()})"
         self._rt: ModelRuntime | None = None
         rt = self._runtime()
         self.preprocessing = _preprocessing(o, rt.inputs, self._path)
@@ -275,8 +278,8 @@ class ModelFileDetector:
 
     def _decode(self, outputs, geo) -> Detection:
         if isinstance(self.decoding, Classification):
-            return self.decoding.decode(outputs, self.labels_map, str(self._path))
-        return self.decoding.decode(outputs, self.labels_map, str(self._path), geo)
+            return self.decoding.decode(outputs, self.labels_map, self._where)
+        return self.decoding.decode(outputs, self.labels_map, self._where, geo)
 
     def score_array(self, pixels: np.ndarray) -> Detection:
         """Score decoded pixels: ``uint8`` of shape (h, w, 3) in RGB order."""
