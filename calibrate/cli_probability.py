@@ -151,7 +151,8 @@ def calibration_cmd(
     label's cutoff. A map never changes a cutoff; it explains it.
     """
     from calibrate import workflow
-    from calibrate.probability import label_calibrations, map_file_name
+    from calibrate.probability import map_file_name
+    from calibrate.score_meaning import label_calibrations
     from calibrate.store import ScoreStore
 
     out = _console()

@@ -60,6 +60,7 @@ from calibrate.errors import InputError
 from calibrate.io import jsonable
 from calibrate.policy import by_action
 from calibrate.probability import CalibrationMap, fit_calibration_map, map_bootstrap
+from calibrate.score_meaning import Composition, composition_from_store, mixture_probability
 from calibrate.thresholds import format_figure, format_rate, format_threshold
 from calibrate.thresholds_file import ThresholdEntry, ThresholdsFile
 
@@ -167,7 +168,8 @@ def read_production_scores(path):
 
 
 def firing_interval(table: CountTable, threshold: float, prevalence: float, n: int,
-                    alpha: float) -> tuple[float, int, int]:
+                    alpha: float, *, composition: Composition | None = None,
+                    label: str | None = None) -> tuple[float, int, int]:
     """Expected firing probability on the line and the prediction interval of the count.
 
     Parameters
@@ -181,27 +183,30 @@ def firing_interval(table: CountTable, threshold: float, prevalence: float, n: i
         Production images.
     alpha : float
         Chance of a count outside the interval when nothing changed (at most).
+    composition : Composition, optional
+        Weigh every class by its line share (``label`` names the label): ``q = sum_c
+        pi_c a_c`` over all classes instead of ``pi TPR + (1 - pi) FPR``.
 
     Returns
     -------
     (q, low, high)
-        ``q = pi TPR + (1 - pi) FPR`` from the calibration counts; ``low <= fired <=
-        high`` is the interval (see the module docstring).
+        The line's firing probability from the calibration counts; ``low <= fired <=
+        high`` is the interval: ``[q_lo, q_hi]`` from exact per-class intervals (together
+        at ``1 - alpha/2``), then binomial tails of ``alpha/4`` each at those ends.
     """
     from scipy.stats import binom
 
-    fires = table.scores >= threshold
-    tp, fp = int(table.n_positive[fires].sum()), int(table.n_negative[fires].sum())
-    n_pos, n_neg = table.total_positive, table.total_negative
-    each = 1.0 - alpha / 4.0
-    tpr_lo, tpr_hi = stats.clopper_pearson_interval(tp, n_pos, each)
-    fpr_lo, fpr_hi = stats.clopper_pearson_interval(fp, n_neg, each)
-    q = prevalence * tp / n_pos + (1 - prevalence) * fp / n_neg
-    q_lo = prevalence * tpr_lo + (1 - prevalence) * fpr_lo
-    q_hi = min(prevalence * tpr_hi + (1 - prevalence) * fpr_hi, 1.0)
+    if composition is not None:
+        fired = composition.scores[label] >= threshold
+        q, q_lo, q_hi = composition.probability(None, fired, 1.0 - alpha / 2.0)
+    else:
+        fires = table.scores >= threshold
+        k = [int(table.n_positive[fires].sum()), int(table.n_negative[fires].sum())]
+        q, q_lo, q_hi = mixture_probability(
+            k, [table.total_positive, table.total_negative], [prevalence, 1 - prevalence],
+            None, 1.0 - alpha / 2.0)
     low = int(binom.ppf(alpha / 4.0, n, q_lo)) if n else 0
     high = int(binom.isf(alpha / 4.0, n, q_hi)) if n else 0
-    # isf gives the largest count with tail probability above alpha/4: the interval's top.
     return q, low, min(high, n)
 
 
@@ -578,31 +583,51 @@ def monitor_scores(
     n_tests = max(len(entries) * len(windows) * _TESTS_PER_LABEL, 1)
     a_test = alpha / n_tests
     rng = np.random.default_rng(seed)
+    tables = {e.label: _calibration_table(store, e, split) for e in entries}
+    prev = {e.label: e.prevalence if e.prevalence is not None else
+            tables[e.label].total_positive / (tables[e.label].total_positive
+                                              + tables[e.label].total_negative)
+            for e in entries}
+    try:
+        comp = composition_from_store(store, det, ver, prev, split=split,
+                                      dataset=entries[0].dataset)
+        weighing = ("Each class (no label, each label) is weighed by its line share from "
+                    "the policy: a label's negatives on the line are mostly parts without "
+                    "any label, unlike the enriched labeled set.")
+    except InputError as exc:
+        comp = None
+        weighing = (f"Pure label shift assumed (the classes cannot be weighed: {exc}): a "
+                    "label's positives and negatives look the same in the labeled set and "
+                    "on the line.")
     rows = []
     for e in entries:
-        table = _calibration_table(store, e, split)
-        pi = e.prevalence if e.prevalence is not None else (
-            table.total_positive / (table.total_positive + table.total_negative))
-        cmap = fit_calibration_map(table, prevalence=pi, label=e.label, detector=det,
-                                   model_version=ver, seed=seed)
-        ref_s, ref_w = _reference_weights(table, pi)
+        table, pi = tables[e.label], prev[e.label]
+        if comp is not None:
+            data = (comp.scores[e.label], comp.positive(e.label), comp.weights())
+            ref_s, ref_w = data[0], data[2]
+            cmap = fit_calibration_map(data[0], data[1], weight=data[2], label=e.label, detector=det,
+                                       model_version=ver, seed=seed)
+        else:
+            data = table
+            cmap = fit_calibration_map(table, prevalence=pi, label=e.label, detector=det,
+                                       model_version=ver, seed=seed)
+            ref_s, ref_w = _reference_weights(table, pi)
         ids, scores = _image_scores(production, e.label)
         uniq, inv = np.unique(scores, return_inverse=True)
-        boot = map_bootstrap(cmap, table, uniq, n_resamples=n_resamples, seed=seed)
+        boot = map_bootstrap(cmap, data, uniq, n_resamples=n_resamples, seed=seed)
         for name, members in windows:
             pos = np.searchsorted(ids, members)
             rows.append(_judge(e, name, scores[pos], table, pi, cmap, boot[:, inv[pos]],
-                               ref_s, ref_w, a_test, rng))
+                               ref_s, ref_w, a_test, rng, comp))
     assumptions = (
-        "Line prevalence per label from the thresholds file's policy; the labeled set's "
-        "positives and negatives are assumed to look like the line's (pure label shift).",
+        weighing,
         "Estimated rates assume the score -> probability relation did not change.",
     )
     return MonitorReport(det, ver, rows, alpha, a_test, n_tests, window, source, assumptions)
 
 
 def _judge(e: ThresholdEntry, window, s, table, pi, cmap: CalibrationMap, boot, ref_s, ref_w,
-           a_test, rng) -> LabelWindow:
+           a_test, rng, comp: Composition | None) -> LabelWindow:
     n = int(s.size)
     alarms, notes = [], []
     ks, ks_p = weighted_ks(s, ref_s, ref_w)
@@ -619,10 +644,10 @@ def _judge(e: ThresholdEntry, window, s, table, pi, cmap: CalibrationMap, boot, 
     if e.deployable:
         t = float(e.threshold)
         fired = s >= t
-        q, lo, hi = firing_interval(table, t, pi, n, a_test)
+        q, lo, hi = firing_interval(table, t, pi, n, a_test, composition=comp, label=e.label)
         k = int(fired.sum())
         if not lo <= k <= hi:
-            alarms.append(f"{k} fired, expected {lo}-{hi} at {format_threshold(t)}")
+            alarms.append(f"{k} fired, expected {lo}-{hi} at {format_figure(t, 4)}")
         p_hat = cmap.predict(s)
         kw = dict(n_fired=k, threshold=t, firing_rate=k / n if n else None,
                   expected_firing_rate=q, firing_low=lo, firing_high=hi,

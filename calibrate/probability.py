@@ -49,26 +49,19 @@ sample and on the line (pure label shift). In the bundled parts set, a label's
 negatives include other defect types, which are also enriched in the sample; the
 correction ignores that.
 
-Reliability (:func:`evaluate_calibration`)
-------------------------------------------
-On a held-out count table: Brier score, log-loss and expected calibration error (ECE)
-with equal-mass bins, each with a seeded bootstrap percentile interval (multinomial
-resampling of the table's counts, the map held fixed), and per bin the observed share of
-positives with its exact Clopper-Pearson interval (the reliability diagram). They are
-computed at the sample's prevalence, the one the held-out split shares with the
-calibration split.
+Reliability on held-out data is in :mod:`calibrate.reliability`; what a score means
+on the line (score bands, a cutoff's P(present | fired)) in :mod:`calibrate.score_meaning`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from calibrate import stats
-from calibrate.checks import check_confidence, check_prevalence
+from calibrate.checks import check_prevalence
 from calibrate.curves import CountTable, count_table
 from calibrate.errors import InputError
 from calibrate.io import jsonable
@@ -80,26 +73,12 @@ __all__ = [
     "ISOTONIC_MIN_PER_CLASS",
     "METHODS",
     "CalibrationMap",
-    "CalibrationMetrics",
-    "CutoffMeaning",
-    "LabelCalibration",
-    "ReliabilityBins",
-    "ScoreMeaning",
-    "brier_score",
     "calibration_map_from_dict",
     "calibration_map_from_store",
-    "cutoff_meaning",
-    "equal_mass_bins",
-    "evaluate_calibration",
-    "expected_calibration_error",
     "fit_calibration_map",
-    "label_calibrations",
-    "log_loss",
-    "map_file_name",
     "map_bootstrap",
+    "map_file_name",
     "prior_shift",
-    "reliability_bins",
-    "score_meaning",
 ]
 
 #: Version of the exported map format (:meth:`CalibrationMap.to_dict`).
@@ -161,15 +140,56 @@ def prior_shift(probability, sample_prevalence: float, prevalence: float):
 # ---------------------------------------------------------------------------------------
 
 
-def _finite_rows(table: CountTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``(score, y, weight)`` of the finite part of a count table, one per
-    non-empty (score, class) cell."""
-    fin = np.isfinite(table.scores)
-    s, pos, neg = table.scores[fin], table.n_positive[fin], table.n_negative[fin]
-    x = np.concatenate([s[pos > 0], s[neg > 0]])
-    y = np.concatenate([np.ones(int((pos > 0).sum())), np.zeros(int((neg > 0).sum()))])
-    w = np.concatenate([pos[pos > 0], neg[neg > 0]]).astype(np.float64)
-    return x, y, w
+class _Weighted(NamedTuple):
+    """A count table with a weight per cell: ``n_*`` items, weighing ``w_*`` in all.
+
+    Plain count tables have ``w = n``; composition-weighted data (each image weighted by
+    its class's line share over its sample share) have other weights.
+    """
+
+    scores: np.ndarray
+    n_positive: np.ndarray
+    n_negative: np.ndarray
+    w_positive: np.ndarray
+    w_negative: np.ndarray
+
+
+def _weighted(table_or_scores, positive=None, weight=None) -> _Weighted:
+    if isinstance(table_or_scores, _Weighted):
+        return table_or_scores
+    if isinstance(table_or_scores, CountTable):
+        if positive is not None or weight is not None:
+            raise InputError("pass either a CountTable or (scores, positive[, weight]).")
+        t = table_or_scores
+        return _Weighted(t.scores, t.n_positive, t.n_negative,
+                         t.n_positive.astype(np.float64), t.n_negative.astype(np.float64))
+    if positive is None:
+        raise InputError("pass the ground truth: fit_calibration_map(scores, positive) or a "
+                         "CountTable.")
+    t = count_table(table_or_scores, positive)
+    if weight is None:
+        return _weighted(t)
+    s = np.asarray(table_or_scores, dtype=np.float64)
+    y = np.asarray(positive, dtype=bool)
+    w = np.asarray(weight, dtype=np.float64)
+    if w.shape != s.shape or np.any(~np.isfinite(w)) or np.any(w < 0):
+        raise InputError("weight must hold one finite, non-negative weight per score.")
+    idx = np.searchsorted(t.scores, s)
+    wp = np.bincount(idx[y], weights=w[y], minlength=t.scores.size)
+    wn = np.bincount(idx[~y], weights=w[~y], minlength=t.scores.size)
+    return _Weighted(t.scores, t.n_positive, t.n_negative, wp, wn)
+
+
+def _finite_rows(t: _Weighted):
+    """Rows ``(score, y, items, weight)`` of the finite part, one per non-empty cell."""
+    fin = np.isfinite(t.scores)
+    s = t.scores[fin]
+    pos, neg = t.n_positive[fin] > 0, t.n_negative[fin] > 0
+    x = np.concatenate([s[pos], s[neg]])
+    y = np.concatenate([np.ones(int(pos.sum())), np.zeros(int(neg.sum()))])
+    n = np.concatenate([t.n_positive[fin][pos], t.n_negative[fin][neg]])
+    w = np.concatenate([t.w_positive[fin][pos], t.w_negative[fin][neg]]).astype(np.float64)
+    return x, y, n, w
 
 
 def _features(method: str, x: np.ndarray) -> np.ndarray:
@@ -238,20 +258,22 @@ def _weighted_log_loss(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return float(-(w * (y * np.log(p) + (1.0 - y) * np.log1p(-p))).sum() / w.sum())
 
 
-def _cv_log_loss(method: str, x, y, w, folds: int, seed: int) -> float:
-    """Cross-validated log-loss: every item goes to a random fold (each cell's count
-    split multinomially), each fold predicted by the fit on the others."""
+def _cv_log_loss(method: str, x, y, n, w, folds: int, seed: int) -> float:
+    """Cross-validated log-loss: every item goes to a random fold (each cell's items
+    split multinomially, carrying their weight), each fold predicted by the fit on the
+    others."""
     rng = np.random.default_rng(seed)
-    parts = rng.multinomial(w.astype(np.int64), np.full(folds, 1.0 / folds))
+    parts = rng.multinomial(n.astype(np.int64), np.full(folds, 1.0 / folds))
+    per_item = w / np.maximum(n, 1)
     total, loss = 0.0, 0.0
     for k in range(folds):
-        test = parts[:, k].astype(np.float64)
+        test = parts[:, k] * per_item
         train = w - test
-        tr = train > 0
+        tr = train > 1e-12
         if test.sum() == 0 or len(set(y[tr])) < 2:
             continue
         f = _fit_function(method, x[tr], y[tr], train[tr])
-        lo, hi = _clip_bounds(train.sum())
+        lo, hi = _clip_bounds(n[tr].sum())
         te = test > 0
         p = np.clip(f(x[te]), lo, hi)
         loss += _weighted_log_loss(p, y[te], test[te]) * test[te].sum()
@@ -441,27 +463,16 @@ def calibration_map_from_dict(data: dict[str, Any], *, where: str = "calibration
     return out
 
 
-def _as_table(table_or_scores, positive) -> CountTable:
-    if isinstance(table_or_scores, CountTable):
-        if positive is not None:
-            raise InputError("pass either a CountTable or (scores, positive), not both.")
-        return table_or_scores
-    if positive is None:
-        raise InputError("pass the ground truth: fit_calibration_map(scores, positive) or a "
-                         "CountTable.")
-    return count_table(table_or_scores, positive)
-
-
-def _no_result(table: CountTable, floor: float | None) -> tuple[CountTable, int, int]:
-    """The finite part of a table and the positives / negatives with no result (scores
-    below the detection floor count as no result)."""
-    none = ~np.isfinite(table.scores)
+def _no_result(t: _Weighted, floor: float | None):
+    """The finite part of a weighted table, and the items and weights with no result
+    (scores below the detection floor count as no result): ``(part, k, m, kw, mw)``."""
+    none = ~np.isfinite(t.scores)
     if floor is not None:
-        none |= table.scores < floor
-    k, m = int(table.n_positive[none].sum()), int(table.n_negative[none].sum())
+        none |= t.scores < floor
     keep = ~none
-    return (CountTable(table.scores[keep], table.n_positive[keep], table.n_negative[keep]),
-            k, m)
+    part = _Weighted(*(a[keep] for a in t))
+    return (part, int(t.n_positive[none].sum()), int(t.n_negative[none].sum()),
+            float(t.w_positive[none].sum()), float(t.w_negative[none].sum()))
 
 
 def fit_calibration_map(
@@ -471,6 +482,7 @@ def fit_calibration_map(
     method: str = "auto",
     prevalence: float | None = None,
     detection_floor: float | None = None,
+    weight=None,
     seed: int = 0,
     **provenance,
 ) -> CalibrationMap:
@@ -491,6 +503,11 @@ def fit_calibration_map(
         sample's).
     detection_floor : float, optional
         Scores below it count as no result.
+    weight : array-like of float, optional
+        With raw scores: a weight per image, e.g. its class's line share over its sample
+        share (:meth:`calibrate.score_meaning.Composition.weights`), so the map states
+        probabilities for the line's mix of classes. ``sample_prevalence`` is then the
+        weighted share of positives.
     seed : int, default 0
         Seeds the cross-validation folds.
     **provenance
@@ -507,18 +524,18 @@ def fit_calibration_map(
         When a class is missing among the finite scores, or ``method`` is unknown or not
         allowed by the data.
     """
-    table = _as_table(table_or_scores, positive)
-    fin, k_none, m_none = _no_result(table, detection_floor)
-    x, y, w = _finite_rows(fin)
-    if w[y == 1].sum() == 0 or w[y == 0].sum() == 0:
+    wt = _weighted(table_or_scores, positive, weight)
+    fin, k_none, m_none, kw_none, mw_none = _no_result(wt, detection_floor)
+    x, y, n_items, w = _finite_rows(fin)
+    if n_items[y == 1].sum() == 0 or n_items[y == 0].sum() == 0:
         raise InputError(
             f"{provenance.get('label') or 'the label'}: a calibration map needs positives and "
             "negatives with real scores; the calibration data have "
-            f"{int(w[y == 1].sum())} and {int(w[y == 0].sum())}."
+            f"{int(n_items[y == 1].sum())} and {int(n_items[y == 0].sum())}."
         )
-    allowed = _candidates(x, y, w)
+    allowed = _candidates(x, y, n_items)
     if method == "auto":
-        cv = {m: _cv_log_loss(m, x, y, w, CV_FOLDS, seed) for m in allowed}
+        cv = {m: _cv_log_loss(m, x, y, n_items, w, CV_FOLDS, seed) for m in allowed}
         chosen = min(allowed, key=lambda m: (cv[m], allowed.index(m)))
     elif method in METHODS:
         if method not in allowed:
@@ -531,13 +548,16 @@ def fit_calibration_map(
         cv, chosen = {}, method
     else:
         raise InputError(f"unknown method {method!r}; use auto or one of {', '.join(METHODS)}.")
-    n = float(w.sum())
-    xs, ps = _knots(chosen, _fit_function(chosen, x, y, w), x, w, n)
-    n_pos, n_neg = table.total_positive, table.total_negative
-    sample = n_pos / (n_pos + n_neg)
-    nr = None if k_none + m_none == 0 else (k_none + 0.5) / (k_none + m_none + 1.0)
+    xs, ps = _knots(chosen, _fit_function(chosen, x, y, w), x, w, float(n_items.sum()))
+    n_pos, n_neg = int(wt.n_positive.sum()), int(wt.n_negative.sum())
+    fitted = float(wt.w_positive.sum() / (wt.w_positive.sum() + wt.w_negative.sum()))
+    nr = None
+    if k_none + m_none:
+        # Jeffreys posterior mean, in weighted items (weights average 1 per item).
+        scale = (k_none + m_none) / (kw_none + mw_none) if kw_none + mw_none else 1.0
+        nr = (kw_none * scale + 0.5) / (k_none + m_none + 1.0)
     out = CalibrationMap(
-        scores=xs, probabilities=ps, prevalence=sample, sample_prevalence=sample,
+        scores=xs, probabilities=ps, prevalence=fitted, sample_prevalence=fitted,
         no_result_probability=nr, no_result_counts=(k_none, m_none), method=chosen,
         cv_log_loss=cv, n_positive=n_pos, n_negative=n_neg,
         detection_floor=detection_floor, **provenance,
@@ -557,7 +577,8 @@ def map_bootstrap(cmap: CalibrationMap, table: CountTable, scores, *, n_resample
     ----------
     cmap : CalibrationMap
     table : CountTable
-        The table ``cmap`` was fitted on.
+        The table ``cmap`` was fitted on (or the ``(scores, positive, weight)`` it was
+        fitted on, as a tuple).
     scores : array-like of float
         Where to evaluate the refitted maps.
     n_resamples : int, default 200
@@ -570,13 +591,17 @@ def map_bootstrap(cmap: CalibrationMap, table: CountTable, scores, *, n_resample
     rng = np.random.default_rng(seed)
     s = np.asarray(scores, dtype=np.float64)
     out = np.empty((n_resamples, s.size))
-    pos, neg = table.n_positive, table.n_negative
+    wt = _weighted(*table) if isinstance(table, tuple) and not isinstance(table, _Weighted) \
+        else _weighted(table)
+    pos, neg = wt.n_positive, wt.n_negative
     n_pos, n_neg = int(pos.sum()), int(neg.sum())
+    vp = wt.w_positive / np.maximum(pos, 1)
+    vn = wt.w_negative / np.maximum(neg, 1)
     b = 0
     while b < n_resamples:
         rp = rng.multinomial(n_pos, pos / n_pos)
         rn = rng.multinomial(n_neg, neg / n_neg)
-        t = CountTable.from_counts(table.scores, rp, rn)
+        t = _Weighted(wt.scores, rp, rn, rp * vp, rn * vn)
         try:
             m = fit_calibration_map(t, method=cmap.method, detection_floor=cmap.detection_floor)
         except InputError:  # a resample without a finite-scored class: draw again
@@ -619,542 +644,6 @@ def calibration_map_from_store(store, detector: str, model_version: str, label: 
         split=split,
     )
     return cmap, table
-
-
-# ---------------------------------------------------------------------------------------
-# Reliability: Brier, log-loss, ECE, bins
-# ---------------------------------------------------------------------------------------
-
-
-def _pyw(probability, positive, weight):
-    p = np.asarray(probability, dtype=np.float64)
-    y = np.asarray(positive, dtype=np.float64)
-    w = np.ones_like(p) if weight is None else np.asarray(weight, dtype=np.float64)
-    if p.shape != y.shape or p.shape != w.shape or p.ndim != 1:
-        raise InputError("probability, positive and weight must be 1-D and equally long.")
-    if p.size == 0 or w.sum() <= 0:
-        raise InputError("no items to evaluate.")
-    if np.any((p < 0) | (p > 1)) or np.isnan(p).any():
-        raise InputError("probabilities must lie in [0, 1].")
-    return p, y, w
-
-
-def brier_score(probability, positive, weight=None) -> float:
-    """Mean squared difference between probability and outcome (weighted by counts)."""
-    p, y, w = _pyw(probability, positive, weight)
-    return float((w * (p - y) ** 2).sum() / w.sum())
-
-
-def log_loss(probability, positive, weight=None) -> float:
-    """Mean negative log-likelihood (natural log), probabilities clipped to
-    ``[1e-15, 1 - 1e-15]``."""
-    p, y, w = _pyw(probability, positive, weight)
-    return _weighted_log_loss(p, y, w)
-
-
-def equal_mass_bins(probability, weight=None, n_bins: int = 10) -> np.ndarray:
-    """Bin index of each item, bins holding (as nearly as ties allow) equal mass.
-
-    Items are ordered by probability; an item (or a group of tied items, which always
-    share a bin) goes to bin ``floor(n_bins * m / N)``, where ``m`` is the mass below
-    the middle of the group, so ties never straddle a bin edge.
-    """
-    p = np.asarray(probability, dtype=np.float64)
-    w = np.ones_like(p) if weight is None else np.asarray(weight, dtype=np.float64)
-    if int(n_bins) < 1:
-        raise InputError(f"n_bins must be at least 1, got {n_bins!r}.")
-    uniq, inv = np.unique(p, return_inverse=True)
-    mass = np.bincount(inv, weights=w, minlength=uniq.size)
-    mid = np.cumsum(mass) - mass / 2.0
-    b = np.minimum((n_bins * mid / mass.sum()).astype(np.int64), n_bins - 1)
-    return b[inv]
-
-
-def expected_calibration_error(probability, positive, weight=None, n_bins: int = 10) -> float:
-    """ECE with equal-mass bins: ``sum_b (n_b / N) |observed_b - mean predicted_b|``."""
-    p, y, w = _pyw(probability, positive, weight)
-    b = equal_mass_bins(p, w, n_bins)
-    n = np.bincount(b, weights=w, minlength=n_bins)
-    obs = np.bincount(b, weights=w * y, minlength=n_bins)
-    pred = np.bincount(b, weights=w * p, minlength=n_bins)
-    return float(np.abs(obs - pred).sum() / w.sum())
-
-
-@dataclass(frozen=True)
-class ReliabilityBins:
-    """The reliability diagram's numbers: per equal-mass bin of predicted probability.
-
-    Attributes
-    ----------
-    n, n_positive : ndarray of int
-    mean_predicted, observed : ndarray of float
-        Mean predicted probability and observed share of positives per bin.
-    lower, upper : ndarray of float
-        Exact two-sided Clopper-Pearson interval of the observed share.
-    confidence : float
-    """
-
-    n: np.ndarray
-    n_positive: np.ndarray
-    mean_predicted: np.ndarray
-    observed: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    confidence: float
-
-    def to_frame(self):
-        """The bins as a DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame({"n": self.n, "n_positive": self.n_positive,
-                             "mean_predicted": self.mean_predicted, "observed": self.observed,
-                             "lower": self.lower, "upper": self.upper})
-
-
-def reliability_bins(probability, positive, weight=None, *, n_bins: int = 10,
-                     confidence: float = 0.95) -> ReliabilityBins:
-    """Observed share of positives per equal-mass bin, with exact intervals.
-
-    Parameters
-    ----------
-    probability, positive : array-like
-    weight : array-like of int, optional
-        Counts (e.g. of a count table's cells).
-    n_bins : int, default 10
-    confidence : float, default 0.95
-        Two-sided coverage of each bin's Clopper-Pearson interval.
-
-    Returns
-    -------
-    ReliabilityBins
-        Empty bins (possible with heavy ties) are left out.
-    """
-    c = check_confidence(confidence)
-    p, y, w = _pyw(probability, positive, weight)
-    b = equal_mass_bins(p, w, n_bins)
-    n = np.bincount(b, weights=w, minlength=n_bins)
-    k = np.bincount(b, weights=w * y, minlength=n_bins)
-    pred = np.bincount(b, weights=w * p, minlength=n_bins)
-    keep = n > 0
-    n, k, pred = np.rint(n[keep]).astype(np.int64), np.rint(k[keep]).astype(np.int64), pred[keep]
-    lo, hi = stats.clopper_pearson_interval(k, n, c)
-    return ReliabilityBins(n, k, pred / n, k / n, np.atleast_1d(lo), np.atleast_1d(hi), c)
-
-
-def _table_rows(table: CountTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows ``(score, y, count)`` of every non-empty cell of a count table."""
-    pos, neg = table.n_positive > 0, table.n_negative > 0
-    s = np.concatenate([table.scores[pos], table.scores[neg]])
-    y = np.concatenate([np.ones(int(pos.sum())), np.zeros(int(neg.sum()))])
-    w = np.concatenate([table.n_positive[pos], table.n_negative[neg]]).astype(np.float64)
-    return s, y, w
-
-
-@dataclass(frozen=True)
-class CalibrationMetrics:
-    """How well a map's probabilities match outcomes on held-out data.
-
-    Attributes
-    ----------
-    brier, log_loss, ece : float
-    brier_interval, log_loss_interval, ece_interval : (float, float)
-        Bootstrap percentile intervals at ``confidence``.
-    bins : ReliabilityBins
-    n_positive, n_negative : int
-    n_bins, n_resamples, seed : int
-    confidence : float
-    split : str or None
-        The held-out split's name.
-    """
-
-    brier: float
-    log_loss: float
-    ece: float
-    brier_interval: tuple[float, float]
-    log_loss_interval: tuple[float, float]
-    ece_interval: tuple[float, float]
-    bins: ReliabilityBins
-    n_positive: int
-    n_negative: int
-    n_bins: int
-    n_resamples: int
-    seed: int
-    confidence: float
-    split: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The metrics as plain data (bins as lists)."""
-        d = {k: getattr(self, k) for k in (
-            "split", "n_positive", "n_negative", "brier", "brier_interval", "log_loss",
-            "log_loss_interval", "ece", "ece_interval", "n_bins", "n_resamples", "seed",
-            "confidence")}
-        d["bins"] = {k: getattr(self.bins, k).tolist() for k in (
-            "n", "n_positive", "mean_predicted", "observed", "lower", "upper")}
-        return jsonable(d)
-
-
-def evaluate_calibration(cmap: CalibrationMap, table: CountTable, *, n_bins: int = 10,
-                         n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                         split: str | None = None) -> CalibrationMetrics:
-    """Brier score, log-loss and ECE of a map on held-out data, with bootstrap intervals.
-
-    The map is applied at its sample prevalence (the prevalence the held-out split
-    shares with the calibration split), never refitted. Intervals are percentile
-    intervals of ``n_resamples`` multinomial resamples of the table's counts (seeded).
-
-    Parameters
-    ----------
-    cmap : CalibrationMap
-    table : CountTable
-        Held-out split of the same (detector, version, label).
-    n_bins : int, default 10
-        Equal-mass bins of the ECE and the reliability diagram.
-    n_resamples : int, default 1000
-    confidence : float, default 0.95
-    seed : int, default 0
-    split : str, optional
-        Name of the held-out split, recorded.
-
-    Returns
-    -------
-    CalibrationMetrics
-    """
-    c = check_confidence(confidence)
-    m = cmap.at_prevalence(cmap.sample_prevalence)
-    s, y, w = _table_rows(table)
-    p = m.predict(s)
-    point = (brier_score(p, y, w), log_loss(p, y, w), expected_calibration_error(p, y, w, n_bins))
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(int(w.sum()), w / w.sum(), size=n_resamples).astype(np.float64)
-    pc = np.clip(p, 1e-15, 1 - 1e-15)
-    sq = (p - y) ** 2
-    nll = -(y * np.log(pc) + (1 - y) * np.log1p(-pc))
-    tot = draws.sum(axis=1)
-    brier_b = draws @ sq / tot
-    ll_b = draws @ nll / tot
-    ece_b = np.array([expected_calibration_error(p, y, d, n_bins) if d.any() else np.nan
-                      for d in draws])
-    a = (1.0 - c) / 2.0
-
-    def ci(v):
-        lo, hi = np.nanquantile(v, [a, 1.0 - a])
-        return float(lo), float(hi)
-
-    return CalibrationMetrics(
-        *point, ci(brier_b), ci(ll_b), ci(ece_b),
-        reliability_bins(p, y, w, n_bins=n_bins, confidence=c),
-        table.total_positive, table.total_negative, int(n_bins), int(n_resamples), int(seed),
-        c, split,
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# What a score means at the line's prevalence
-# ---------------------------------------------------------------------------------------
-
-
-def _ppv(prevalence, tpr, fpr):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        num = prevalence * tpr
-        den = num + (1.0 - prevalence) * fpr
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-@dataclass(frozen=True)
-class CutoffMeaning:
-    """What firing and not firing mean at a cutoff, at the line's prevalence.
-
-    ``P(present | fired) = pi TPR / (pi TPR + (1 - pi) FPR)`` and ``P(present |
-    passed) = pi FNR / (pi FNR + (1 - pi) TNR)``, from the calibration counts at the
-    cutoff. Intervals: the exact Clopper-Pearson intervals of TPR and FPR, each at
-    ``1 - alpha/2`` (Bonferroni), pushed through the formula at their worst corners
-    (it increases with TPR and decreases with FPR), so each covers at ``>= confidence``.
-
-    Attributes
-    ----------
-    threshold, prevalence, confidence : float
-    true_positives, n_positive, false_positives, n_negative : int
-    p_fired, p_passed : float
-    p_fired_interval, p_passed_interval : (float, float)
-    firing_probability : float
-        ``pi TPR + (1 - pi) FPR``: the share of parts expected to fire on the line.
-    """
-
-    threshold: float
-    prevalence: float
-    confidence: float
-    true_positives: int
-    n_positive: int
-    false_positives: int
-    n_negative: int
-    p_fired: float
-    p_fired_interval: tuple[float, float]
-    p_passed: float
-    p_passed_interval: tuple[float, float]
-    firing_probability: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return jsonable({k: getattr(self, k) for k in self.__dataclass_fields__})
-
-
-def cutoff_meaning(table: CountTable, threshold: float, prevalence: float, *,
-                   confidence: float = 0.95) -> CutoffMeaning:
-    """``P(present | fired)`` and ``P(present | passed)`` at a cutoff and prevalence.
-
-    Parameters
-    ----------
-    table : CountTable
-        Calibration data.
-    threshold : float
-        Fire when ``score >= threshold``.
-    prevalence : float
-        The line's prevalence of the label.
-    confidence : float, default 0.95
-
-    Returns
-    -------
-    CutoffMeaning
-    """
-    c = check_confidence(confidence)
-    pi = check_prevalence(prevalence)
-    fires = table.scores >= threshold
-    tp, fp = int(table.n_positive[fires].sum()), int(table.n_negative[fires].sum())
-    n_pos, n_neg = table.total_positive, table.total_negative
-    if n_pos == 0 or n_neg == 0:
-        raise InputError("the calibration data need positives and negatives to say what a "
-                         "cutoff means.")
-    each = 1.0 - (1.0 - c) / 2.0
-    tpr_lo, tpr_hi = stats.clopper_pearson_interval(tp, n_pos, each)
-    fpr_lo, fpr_hi = stats.clopper_pearson_interval(fp, n_neg, each)
-    tpr, fpr = tp / n_pos, fp / n_neg
-
-    def f(a, b):
-        return float(_ppv(pi, a, b))
-
-    def g(a, b):  # P(present | passed): FNR = 1 - TPR, TNR = 1 - FPR
-        return float(_ppv(pi, 1.0 - a, 1.0 - b))
-
-    return CutoffMeaning(
-        float(threshold), pi, c, tp, n_pos, fp, n_neg,
-        f(tpr, fpr), (f(tpr_lo, fpr_hi), f(tpr_hi, fpr_lo)),
-        g(tpr, fpr), (g(tpr_hi, fpr_lo), g(tpr_lo, fpr_hi)),
-        pi * tpr + (1.0 - pi) * fpr,
-    )
-
-
-@dataclass(frozen=True)
-class ScoreMeaning:
-    """Per score band: ``P(present)`` at the line's prevalence, from the map and exactly.
-
-    Attributes
-    ----------
-    low, high : ndarray
-        Band edges: scores in ``[low, high)`` (the top band includes its ``high``); the
-        no-result band is ``[-inf, -inf]``.
-    score : ndarray
-        The band's median calibration score (``-inf`` for no result).
-    map_probability : ndarray
-        The map at ``score``.
-    n, n_positive : ndarray of int
-        Calibration images in the band.
-    probability, lower, upper : ndarray
-        The band's share of positives moved to the line's prevalence (Bayes odds), with
-        the exact Clopper-Pearson interval moved the same way (the correction is
-        increasing, so it maps interval to interval).
-    fires : ndarray of bool
-        Whether the band fires at the cutoff.
-    cutoff : CutoffMeaning or None
-    prevalence, confidence : float
-    """
-
-    low: np.ndarray
-    high: np.ndarray
-    score: np.ndarray
-    map_probability: np.ndarray
-    n: np.ndarray
-    n_positive: np.ndarray
-    probability: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    fires: np.ndarray
-    cutoff: CutoffMeaning | None
-    prevalence: float
-    confidence: float
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k).tolist() for k in (
-            "low", "high", "score", "map_probability", "n", "n_positive", "probability",
-            "lower", "upper", "fires")}
-        d.update(prevalence=self.prevalence, confidence=self.confidence,
-                 cutoff=None if self.cutoff is None else self.cutoff.to_dict())
-        return jsonable(d)
-
-
-def _band_edges(scores: np.ndarray, counts: np.ndarray, n_bands: int, threshold) -> np.ndarray:
-    """Equal-mass band edges over finite scores, with the cutoff as an edge."""
-    cum = np.cumsum(counts)
-    qs = np.searchsorted(cum, cum[-1] * np.arange(1, n_bands) / n_bands, side="left")
-    edges = set(scores[np.clip(qs + 1, 0, scores.size - 1)].tolist())
-    if threshold is not None and scores[0] < threshold <= scores[-1]:
-        edges.add(float(threshold))
-    return np.array(sorted({scores[0], *edges}))
-
-
-def score_meaning(cmap: CalibrationMap, table: CountTable, *, threshold: float | None = None,
-                  prevalence: float | None = None, n_bands: int = 5,
-                  confidence: float = 0.95) -> ScoreMeaning:
-    """What scores mean at the line's prevalence: a small table per score band.
-
-    Parameters
-    ----------
-    cmap : CalibrationMap
-    table : CountTable
-        The calibration data the map was fitted on.
-    threshold : float, optional
-        The cutoff: it becomes a band edge, and :class:`CutoffMeaning` is added.
-    prevalence : float, optional
-        Default: the map's prevalence.
-    n_bands : int, default 5
-        Equal-mass bands of the finite scores (the cutoff adds one edge).
-    confidence : float, default 0.95
-
-    Returns
-    -------
-    ScoreMeaning
-    """
-    c = check_confidence(confidence)
-    pi = cmap.prevalence if prevalence is None else check_prevalence(prevalence)
-    m = cmap.at_prevalence(pi)
-    sample = table.total_positive / (table.total_positive + table.total_negative)
-    fin = np.isfinite(table.scores)
-    s, pos, neg = table.scores[fin], table.n_positive[fin], table.n_negative[fin]
-    rows = []
-    if (~fin).any():
-        k, n = int(table.n_positive[~fin].sum()), int((table.n_positive + table.n_negative)[~fin].sum())
-        rows.append((-math.inf, -math.inf, -math.inf, k, n))
-    if s.size:
-        edges = _band_edges(s, pos + neg, n_bands, threshold)
-        band = np.searchsorted(edges, s, side="right") - 1
-        for b in range(edges.size):
-            sel = band == b
-            if not sel.any():
-                continue
-            cnt = (pos + neg)[sel]
-            med = s[sel][np.searchsorted(np.cumsum(cnt), cnt.sum() / 2.0)]
-            hi = edges[b + 1] if b + 1 < edges.size else s[-1]
-            rows.append((edges[b], hi, med, int(pos[sel].sum()), int(cnt.sum())))
-    low, high, score, k, n = (np.array(v) for v in zip(*rows))
-    lo, up = stats.clopper_pearson_interval(k, n, c)
-    fires = (low >= threshold) if threshold is not None else np.zeros(low.size, bool)
-    cut = None if threshold is None else cutoff_meaning(table, threshold, pi, confidence=c)
-    return ScoreMeaning(
-        low, high, score, m.predict(score), n.astype(np.int64), k.astype(np.int64),
-        prior_shift(k / n, sample, pi), prior_shift(np.atleast_1d(lo), sample, pi),
-        prior_shift(np.atleast_1d(up), sample, pi), fires, cut, pi, c,
-    )
-
-
-
-# ---------------------------------------------------------------------------------------
-# One label's calibration, from a threshold result (what the CLI, report and file show)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabelCalibration:
-    """A label's map, its held-out reliability and what its scores mean on the line.
-
-    Attributes
-    ----------
-    detector, model_version, label : str
-    map : CalibrationMap
-        Stated at the line's prevalence (``map.prevalence``).
-    table : CountTable
-        The calibration data it was fitted on.
-    metrics : CalibrationMetrics or None
-        On the held-out split (None without one, or when it lacks a class).
-    meaning : ScoreMeaning
-        Bands at the line's prevalence; the cutoff is the label's threshold.
-    threshold : float or None
-    deployed : bool
-        False when the threshold is only shown (the policy refuses the label).
-    """
-
-    detector: str
-    model_version: str
-    label: str
-    map: CalibrationMap
-    table: CountTable = field(repr=False)
-    metrics: CalibrationMetrics | None
-    meaning: ScoreMeaning
-    threshold: float | None
-    deployed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data: the map (knots and provenance), reliability, and score meaning."""
-        return jsonable({
-            "detector": self.detector, "model_version": self.model_version,
-            "label": self.label, "threshold": self.threshold, "deployed": self.deployed,
-            "method": self.map.method, "prevalence": self.map.prevalence,
-            "sample_prevalence": self.map.sample_prevalence,
-            "held_out": None if self.metrics is None else self.metrics.to_dict(),
-            "score_meaning": self.meaning.to_dict(),
-            "map": self.map.to_dict(),
-        })
-
-
-def label_calibrations(store, results, *, datasets: dict | None = None, n_bands: int = 5,
-                       n_bins: int = 10, n_resamples: int = 1000,
-                       seed: int = 0) -> list[LabelCalibration]:
-    """Fit, evaluate and explain the map of every label of threshold results.
-
-    Parameters
-    ----------
-    store : calibrate.store.ScoreStore
-        Where the held-out split's table is counted.
-    results : list of calibrate.thresholds.LabelThreshold
-        With their calibration ``table`` (as
-        :func:`calibrate.thresholds.choose_thresholds_from_store` returns them); labels
-        without a choice are skipped.
-    datasets : dict, optional
-        ``(detector, model_version) -> (dataset, fingerprint)`` recorded in each map.
-    n_bands, n_bins, n_resamples, seed
-        As in :func:`score_meaning` and :func:`evaluate_calibration`.
-
-    Returns
-    -------
-    list of LabelCalibration
-        In the order of ``results``. The map's probabilities are at the policy's
-        prevalence (the sample's when the policy sets none).
-    """
-    out = []
-    for r in results:
-        if r.choice is None or r.table is None:
-            continue
-        c = r.choice
-        ds, fp = (datasets or {}).get((r.detector, r.model_version), (r.dataset, None))
-        try:
-            cmap = fit_calibration_map(
-                r.table, prevalence=c.prevalence, detection_floor=r.detection_floor,
-                seed=seed, detector=r.detector, model_version=r.model_version,
-                label=r.label, dataset=ds, dataset_fingerprint=fp, split=r.split)
-        except InputError:  # e.g. every positive has no result: nothing to map
-            continue
-        metrics = None
-        if r.held_out_split:
-            held = store.count_table(r.detector, r.model_version, r.label,
-                                     split=r.held_out_split, dataset=r.dataset)
-            if held.total_positive and held.total_negative:
-                metrics = evaluate_calibration(cmap, held, n_bins=n_bins,
-                                               n_resamples=n_resamples, seed=seed,
-                                               confidence=c.policy.confidence,
-                                               split=r.held_out_split)
-        t = c.threshold if math.isfinite(c.threshold) else None
-        meaning = score_meaning(cmap, r.table, threshold=t, n_bands=n_bands,
-                                confidence=c.policy.confidence)
-        out.append(LabelCalibration(r.detector, r.model_version, r.label, cmap, r.table,
-                                    metrics, meaning, c.threshold, c.deployable))
-    return out
 
 
 def map_file_name(detector: str, model_version: str, label: str) -> str:

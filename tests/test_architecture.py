@@ -31,7 +31,7 @@ LAYERS = [
     ["policy"],
     ["thresholds"],
     ["bootstrap"],
-    ["probability"],
+    ["probability", "reliability", "score_meaning"],
     ["thresholds_file"],
     ["store", "manifest", "scores_table", "samples", "datasets", "pricing"],
     ["detectors"],

@@ -22,18 +22,19 @@ from calibrate.curves import count_table
 from calibrate.errors import InputError
 from calibrate.probability import (
     ISOTONIC_MIN_PER_CLASS,
-    brier_score,
     calibration_map_from_dict,
-    cutoff_meaning,
+    fit_calibration_map,
+    prior_shift,
+)
+from calibrate.reliability import (
+    brier_score,
     equal_mass_bins,
     evaluate_calibration,
     expected_calibration_error,
-    fit_calibration_map,
     log_loss,
-    prior_shift,
     reliability_bins,
-    score_meaning,
 )
+from calibrate.score_meaning import cutoff_meaning, score_meaning
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "calibration.md"
 
