@@ -215,6 +215,8 @@ def monitor_cmd(
     alpha: Annotated[float, typer.Option(
         help="False-alarm level of the whole run (Bonferroni over labels, windows, "
         "tests).")] = 0.05,
+    resamples: Annotated[int, typer.Option(
+        help="Bootstrap refits of each map for the estimated rates' intervals.")] = 100,
     label_next_path: Annotated[Optional[Path], typer.Option(
         "--label-next", help="Write a JSONL manifest of images to label next for labels "
         "whose limit is unproven.")] = None,
@@ -242,12 +244,15 @@ def monitor_cmd(
     try:
         if not 0 < alpha < 1:
             raise CalibrateError(f"--alpha must be between 0 and 1, got {alpha}.")
+        if resamples < 20:
+            raise CalibrateError(f"--resamples must be at least 20, got {resamples}.")
         prod = read_production_scores(production)
         tf = read_thresholds_file(thresholds_file)
         with ScoreStore(workflow.existing_store(store), read_only=True) as st:
             report = monitor_scores(prod, tf, st, detector=detector,
                                     model_version=model_version, split=split or None,
-                                    window=window, alpha=alpha, source=str(production))
+                                    window=window, alpha=alpha, n_resamples=resamples,
+                                    source=str(production))
             todo = None
             if label_next_path is not None:
                 todo = label_next(prod, tf, st, n=n_label, detector=detector,

@@ -86,6 +86,7 @@ PRODUCTION_COLUMNS = ("image_id", "label", "score", "model_version")
 PSI_WATCH, PSI_ALARM = 0.1, 0.2
 PSI_MIN_IMAGES = 200
 _TESTS_PER_LABEL = 2  # firing rate and KS: the Bonferroni family per label and window
+_DRAWS_PER_MAP = 5
 
 
 # ---------------------------------------------------------------------------------------
@@ -393,7 +394,8 @@ class MonitorReport:
             _interval(r.defect_rate, r.defect_rate_interval),
             "-" if r.false_accept_rate is None else
             f"{format_rate(r.false_accept_rate)} / {format_rate(r.false_reject_rate)}",
-            "ALARM: " + "; ".join(r.alarms) if r.alarms else "ok",
+            ("ALARM: " + "; ".join(r.alarms) if r.alarms else "ok")
+            + "".join(f"; {x}" for x in r.notes),
         ]
 
     def title(self) -> str:
@@ -496,8 +498,11 @@ def _estimates(p_boot: np.ndarray, p_hat: np.ndarray, fired: np.ndarray, action:
         return n_pos / p.shape[-1], fa, fr
 
     point = rates(p_hat)
-    y = (rng.random(p_boot.shape) < p_boot).astype(np.float64)
-    draws = rates(p_boot, y)
+    # Each refitted map draws several realisations of the truth: the map's uncertainty
+    # needs fewer refits than the truth's needs draws.
+    p_rep = np.repeat(p_boot, _DRAWS_PER_MAP, axis=0)
+    y = (rng.random(p_rep.shape) < p_rep).astype(np.float64)
+    draws = rates(p_rep, y)
     a = (1 - confidence) / 2
     out = {}
     for name, v, d in zip(("defect_rate", "false_accept_rate", "false_reject_rate"), point, draws):
@@ -537,7 +542,7 @@ def monitor_scores(
     split: str | None = "calibration",
     window: str | None = None,
     alpha: float = 0.05,
-    n_resamples: int = 200,
+    n_resamples: int = 100,
     seed: int = 0,
     source: str = "",
 ) -> MonitorReport:
@@ -559,8 +564,9 @@ def monitor_scores(
         A pandas time span (``1D``, ``12h``): one set of findings per window.
     alpha : float, default 0.05
         The run's false-alarm level (Bonferroni-split over labels, windows and tests).
-    n_resamples : int, default 200
-        Bootstrap refits of each calibration map for the estimated rates' intervals.
+    n_resamples : int, default 100
+        Bootstrap refits of each calibration map for the estimated rates' intervals
+        (each draws five realisations of the production images' truth).
     seed : int, default 0
     source : str
         The production file's name, for messages.
