@@ -25,7 +25,7 @@ from calibrate.errors import CalibrateError
 from calibrate.io import atomic_write_text, dumps_json, ensure_folder
 from calibrate.render import Column, KeyTable, percent
 from calibrate.secrets import scrub
-from calibrate.thresholds import format_threshold
+from calibrate.thresholds import format_figure
 
 __all__ = ["ReportFormat", "calibration_cmd", "meaning_lines", "monitor_cmd"]
 
@@ -62,7 +62,7 @@ def _pct(x: float) -> str:
 def _band(lo: float, hi: float) -> str:
     if math.isinf(lo) and lo < 0:
         return "no result"
-    return f"{format_threshold(lo)}-{format_threshold(hi)}"
+    return f"{format_figure(lo, 4)}-{format_figure(hi, 4)}"
 
 
 def meaning_lines(lc) -> tuple[list[str], KeyTable, list[str]]:
@@ -72,8 +72,9 @@ def meaning_lines(lc) -> tuple[list[str], KeyTable, list[str]]:
     head = [
         f"{lc.label} - {lc.detector} {lc.model_version}: map {m.method}"
         + (f" (CV log-loss {cv:.3g})" if cv is not None else "")
-        + f", {m.n_positive:,}/{m.n_negative:,} images; at the line's prevalence "
-        f"{_pct(m.prevalence)} (sample {_pct(m.sample_prevalence)})",
+        + f", {m.n_positive:,} positives / {m.n_negative:,} negatives; line "
+        f"prevalence {_pct(m.prevalence)} (sample "
+        f"{_pct(m.n_positive / (m.n_positive + m.n_negative))})",
     ]
     if lc.metrics is not None:
         e = lc.metrics
@@ -102,7 +103,7 @@ def meaning_lines(lc) -> tuple[list[str], KeyTable, list[str]]:
         c = sm.cutoff
         tail.append(
             f"  at the {'deployed' if lc.deployed else 'refused (not deployed)'} cutoff "
-            f"{format_threshold(c.threshold)}: P({lc.label} | fired) {_pct(c.p_fired)} "
+            f"{format_figure(c.threshold, 4)}: P({lc.label} | fired) {_pct(c.p_fired)} "
             f"[{_pct(c.p_fired_interval[0])}, {_pct(c.p_fired_interval[1])}], "
             f"P({lc.label} | passed) {_pct(c.p_passed)} [{_pct(c.p_passed_interval[0])}, "
             f"{_pct(c.p_passed_interval[1])}]; {_pct(c.firing_probability)} of parts fire")
@@ -122,6 +123,29 @@ def _markdown(cals) -> str:
     return "\n".join(lines)
 
 
+def _add_to(path: Path, cals) -> None:
+    """Write the score-meaning section into a thresholds file whose cutoffs match."""
+    import dataclasses
+
+    from calibrate.thresholds_file import read_thresholds_file, write_thresholds_file
+
+    tf = read_thresholds_file(path)
+    mine = {(lc.detector, lc.model_version, lc.label): lc for lc in cals}
+    for e in tf.entries:
+        lc = mine.get(e.key)
+        if lc is not None and e.threshold is not None and e.threshold != lc.threshold:
+            raise CalibrateError(
+                f"{path}: {e.label} ({e.detector} {e.model_version}) has threshold "
+                f"{e.threshold!r} but this policy and data choose {lc.threshold!r}; add the "
+                "score meaning with the policy, --split and store the file was made with.")
+    keys = {e.key for e in tf.entries}
+    kept = [m for m in tf.score_meaning
+            if (m["detector"], m["model_version"], m["label"]) not in mine]
+    new = [{k: v for k, v in lc.to_dict().items() if k != "map"}
+           for k, lc in mine.items() if k in keys]
+    write_thresholds_file(dataclasses.replace(tf, score_meaning=tuple(kept + new)), path)
+
+
 def calibration_cmd(
     store: Annotated[Path, typer.Option("--store", help="The score store.")],
     policy: Annotated[Optional[Path], typer.Option(
@@ -136,6 +160,9 @@ def calibration_cmd(
         "--held-out", help="Evaluate on this split (default: test when --split names "
         "another split).", show_default=False)] = None,
     bands: Annotated[int, typer.Option(help="Score bands per label.")] = 5,
+    add_to: Annotated[Optional[Path], typer.Option(
+        "--add-to", help="Add (or replace) the score_meaning section of this thresholds "
+        "file; its thresholds must be the ones chosen here.")] = None,
     export_maps: Annotated[Optional[Path], typer.Option(
         "--export-maps", help="Write each map as versioned JSON into this folder.")] = None,
     output_format: Annotated[ReportFormat, typer.Option(
@@ -162,8 +189,10 @@ def calibration_cmd(
             store, policies, detector=detector, model_version=model_version, labels=label,
             split=split, held_out=held_out)
         with ScoreStore(workflow.existing_store(store), read_only=True) as st:
-            cals = label_calibrations(st, outcome.calibrated, datasets=outcome.datasets,
-                                      n_bands=bands)
+            cals = label_calibrations(st, outcome.calibrated, policies=policies,
+                                      datasets=outcome.datasets, n_bands=bands)
+        if add_to is not None:
+            _add_to(add_to, cals)
         if export_maps is not None:
             folder = ensure_folder(export_maps)
             for lc in cals:
@@ -187,14 +216,19 @@ def calibration_cmd(
         for line in tail:
             _say(out, line)
         out.print()
-    for note in ("Map P: the map's probability at the band's median score. P on the line: "
-                 "the band's share of positives moved to the line's prevalence, exact "
-                 "(Clopper-Pearson) interval. P(label | fired) / P(label | passed): from "
-                 "the counts at the cutoff, intervals from TPR and FPR each at 1 - a/2.",
+    weighing = sorted({lc.weighing for lc in cals})
+    for note in ("Map P: the map's probability on the line at the band's median score. P on "
+                 "the line: from the band's counts per class, each class weighed by its "
+                 "line share (or, where classes cannot be told apart, the odds correction "
+                 "to the label's prevalence), with exact Clopper-Pearson intervals "
+                 "(Bonferroni over classes). P(label | fired) / P(label | passed): the same "
+                 "at the cutoff.", *(f"Line figures weigh {w}." for w in weighing),
                  *outcome.notices):
         _say(out, note, "dim")
     if export_maps is not None:
         _say(out, f"wrote {len(cals)} map(s) into {export_maps}")
+    if add_to is not None:
+        _say(out, f"added the score meaning to {add_to}")
 
 
 def monitor_cmd(

@@ -60,7 +60,7 @@ from calibrate.errors import InputError
 from calibrate.io import jsonable
 from calibrate.policy import by_action
 from calibrate.probability import CalibrationMap, fit_calibration_map, map_bootstrap
-from calibrate.score_meaning import Composition, composition_from_store, mixture_probability
+from calibrate.score_meaning import Composition, mixture_probability, version_composition
 from calibrate.thresholds import format_figure, format_rate, format_threshold
 from calibrate.thresholds_file import ThresholdEntry, ThresholdsFile
 
@@ -594,17 +594,16 @@ def monitor_scores(
             tables[e.label].total_positive / (tables[e.label].total_positive
                                               + tables[e.label].total_negative)
             for e in entries}
-    try:
-        comp = composition_from_store(store, det, ver, prev, split=split,
-                                      dataset=entries[0].dataset)
+    comp = version_composition(store, det, ver, prev, split=split, dataset=entries[0].dataset)
+    if isinstance(comp, Composition):
         weighing = ("Each class (no label, each label) is weighed by its line share from "
                     "the policy: a label's negatives on the line are mostly parts without "
                     "any label, unlike the enriched labeled set.")
-    except InputError as exc:
-        comp = None
-        weighing = (f"Pure label shift assumed (the classes cannot be weighed: {exc}): a "
+    else:
+        weighing = (f"Pure label shift assumed (the classes cannot be weighed: {comp}): a "
                     "label's positives and negatives look the same in the labeled set and "
                     "on the line.")
+        comp = None
     rows = []
     for e in entries:
         table, pi = tables[e.label], prev[e.label]

@@ -34,6 +34,7 @@ __all__ = [
     "ScoreMeaning",
     "cutoff_meaning",
     "composition_from_store",
+    "version_composition",
     "label_calibrations",
     "mixture_probability",
     "score_meaning",
@@ -472,25 +473,48 @@ class LabelCalibration:
         })
 
 
-def _compositions(store, results) -> dict[tuple[str, str], Composition | str]:
+def version_composition(store, detector: str, model_version: str, known: dict[str, float],
+                        prevalence_of=None, *, split: str | None = None,
+                        dataset: str | None = None) -> Composition | str:
+    """The composition of every label the version's images carry, or why not.
+
+    ``known`` gives the line prevalence of labels at hand; ``prevalence_of(label)`` (e.g.
+    ``lambda x: policies.for_label(x).prevalence``) the others. Every label the images
+    carry takes part, even one not asked about, or its images would count as the
+    no-label class.
+    """
+    prev = dict(known)
+    for label in store.truth_labels(detector, model_version, dataset=dataset):
+        if label not in prev:
+            value = prevalence_of(label) if prevalence_of is not None else None
+            if value is None:
+                return (f"no line prevalence for {label}, which the images carry; set it in "
+                        "the policy")
+            prev[label] = float(value)
+    try:
+        return composition_from_store(store, detector, model_version, prev, split=split,
+                                      dataset=dataset)
+    except InputError as exc:
+        return str(exc)
+
+
+def _compositions(store, results, policies) -> dict[tuple[str, str], Composition | str]:
     """Per (detector, version): the calibration images' composition, or why not."""
-    out: dict[tuple[str, str], Composition | str] = {}
     groups: dict[tuple[str, str], list] = {}
     for r in results:
         if r.choice is not None:
             groups.setdefault((r.detector, r.model_version), []).append(r)
-    for key, rs in groups.items():
-        try:
-            out[key] = composition_from_store(
-                store, *key, {r.label: r.choice.prevalence for r in rs},
-                split=rs[0].split, dataset=rs[0].dataset)
-        except InputError as exc:
-            out[key] = str(exc)
-    return out
+
+    def prevalence_of(label):
+        return None if policies is None else policies.for_label(label).prevalence
+
+    return {key: version_composition(
+        store, *key, {r.label: r.choice.prevalence for r in rs}, prevalence_of,
+        split=rs[0].split, dataset=rs[0].dataset) for key, rs in groups.items()}
 
 
-def label_calibrations(store, results, *, datasets: dict | None = None, n_bands: int = 5,
-                       n_bins: int = 10, n_resamples: int = 1000,
+def label_calibrations(store, results, *, policies=None, datasets: dict | None = None,
+                       n_bands: int = 5, n_bins: int = 10, n_resamples: int = 1000,
                        seed: int = 0) -> list[LabelCalibration]:
     """Fit, evaluate and explain the map of every label of threshold results.
 
@@ -508,6 +532,8 @@ def label_calibrations(store, results, *, datasets: dict | None = None, n_bands:
         With their calibration ``table`` (as
         :func:`calibrate.thresholds.choose_thresholds_from_store` returns them); labels
         without a choice are skipped.
+    policies : calibrate.policy.PolicySet, optional
+        The line prevalence of labels the images carry but ``results`` leave out.
     datasets : dict, optional
         ``(detector, model_version) -> (dataset, fingerprint)`` recorded in each map.
     n_bands, n_bins, n_resamples, seed
@@ -518,7 +544,7 @@ def label_calibrations(store, results, *, datasets: dict | None = None, n_bands:
     list of LabelCalibration
         In the order of ``results``.
     """
-    comps = _compositions(store, results)
+    comps = _compositions(store, results, policies)
     out = []
     for r in results:
         if r.choice is None or r.table is None:
