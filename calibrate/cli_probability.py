@@ -123,21 +123,29 @@ def _markdown(cals) -> str:
     return "\n".join(lines)
 
 
-def _add_to(path: Path, cals) -> None:
-    """Write the score-meaning section into a thresholds file whose cutoffs match."""
-    import dataclasses
-
-    from calibrate.thresholds_file import read_thresholds_file, write_thresholds_file
+def _check_add_to(path: Path, results):
+    """The thresholds file to annotate, refused unless its cutoffs are these results'."""
+    from calibrate.thresholds_file import read_thresholds_file
 
     tf = read_thresholds_file(path)
-    mine = {(lc.detector, lc.model_version, lc.label): lc for lc in cals}
+    mine = {r.key: r.choice.threshold for r in results}
     for e in tf.entries:
-        lc = mine.get(e.key)
-        if lc is not None and e.threshold is not None and e.threshold != lc.threshold:
+        t = mine.get(e.key)
+        if t is not None and e.threshold is not None and e.threshold != t:
             raise CalibrateError(
                 f"{path}: {e.label} ({e.detector} {e.model_version}) has threshold "
-                f"{e.threshold!r} but this policy and data choose {lc.threshold!r}; add the "
-                "score meaning with the policy, --split and store the file was made with.")
+                f"{e.threshold!r} but this policy and data choose {t!r}; add the score "
+                "meaning with the policy, --split and store the file was made with.")
+    return tf
+
+
+def _add_to(path: Path, tf, cals) -> None:
+    """Write the score-meaning section into the (checked) thresholds file."""
+    import dataclasses
+
+    from calibrate.thresholds_file import write_thresholds_file
+
+    mine = {(lc.detector, lc.model_version, lc.label): lc for lc in cals}
     keys = {e.key for e in tf.entries}
     kept = [m for m in tf.score_meaning
             if (m["detector"], m["model_version"], m["label"]) not in mine]
@@ -188,11 +196,12 @@ def calibration_cmd(
         outcome = workflow.choose_from_store(
             store, policies, detector=detector, model_version=model_version, labels=label,
             split=split, held_out=held_out)
+        tf = None if add_to is None else _check_add_to(add_to, outcome.calibrated)
         with ScoreStore(workflow.existing_store(store), read_only=True) as st:
             cals = label_calibrations(st, outcome.calibrated, policies=policies,
                                       datasets=outcome.datasets, n_bands=bands)
         if add_to is not None:
-            _add_to(add_to, cals)
+            _add_to(add_to, tf, cals)
         if export_maps is not None:
             folder = ensure_folder(export_maps)
             for lc in cals:

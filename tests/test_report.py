@@ -378,8 +378,8 @@ def test_markdown_summary_and_figure_files(report):
     assert "| scratch | toy v1 |" in md
     assert "only valid for the model version" in md
     assert "multiplicity correction" in md
-    # 2 labels x (2 versions x 4 figures + 4 comparisons) x (PNG + SVG)
-    assert len(report.figure_paths) == 2 * (2 * 4 + 4) * 2
+    # 2 labels x (2 versions x 4 figures + 4 comparisons + 1 score meaning) x (PNG + SVG)
+    assert len(report.figure_paths) == 2 * (2 * 4 + 4 + 1) * 2
     for p in report.figure_paths:
         assert p.exists() and p.parent.name == "figures"
         data = p.read_bytes()
