@@ -569,8 +569,9 @@ def label_calibrations(store, results, *, policies=None, datasets: dict | None =
             continue
         metrics = None
         if r.held_out_split:
-            held = store.count_table(r.detector, r.model_version, r.label,
-                                     split=r.held_out_split, dataset=r.dataset)
+            held = r.held_out_table if r.held_out_table is not None else store.count_table(
+                r.detector, r.model_version, r.label, split=r.held_out_split,
+                dataset=r.dataset)
             if held.total_positive and held.total_negative:
                 metrics = evaluate_calibration(sample_map, held, n_bins=n_bins,
                                                n_resamples=n_resamples, seed=seed,

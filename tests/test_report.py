@@ -400,7 +400,7 @@ def test_report_needs_no_network_and_replaces_stale_figures(store_path, tmp_path
     assert r.html_path.exists()
     text = r.html_path.read_text()
     assert "Model versions compared" not in text  # one version: nothing to compare
-    assert len(r.figure_paths) == 2 * 4 * 2
+    assert len(r.figure_paths) == 2 * (4 + 1) * 2  # 4 figures + the score meaning per label
     assert not stale.exists()
     assert sorted((tmp_path / "r" / "figures").iterdir()) == sorted(r.figure_paths)
 
