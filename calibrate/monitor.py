@@ -532,6 +532,58 @@ def _windows(production, window: str | None) -> list[tuple[str | None, np.ndarra
             for k, g in first.groupby(start, sort=True)]
 
 
+@dataclass(frozen=True)
+class _LineModel:
+    """One label's calibration data and map for the line (computed once per run)."""
+
+    table: CountTable
+    prevalence: float
+    cmap: CalibrationMap
+    data: Any  # what the map was fitted on: a CountTable or (scores, positive, weight)
+    ref_scores: np.ndarray
+    ref_weights: np.ndarray
+
+
+def _line_models(store, entries: list[ThresholdEntry], split, seed: int,
+                 only=None) -> tuple[dict[str, _LineModel], Composition | None, str]:
+    """Per deployed label (or those in ``only``): its calibration table, line prevalence
+    and map for the line, weighing every class by its line share when the images allow
+    (:func:`calibrate.score_meaning.version_composition`), else the odds correction."""
+    det, ver = entries[0].detector, entries[0].model_version
+    tables = {e.label: _calibration_table(store, e, split) for e in entries}
+    prev = {e.label: e.prevalence if e.prevalence is not None else
+            tables[e.label].total_positive / (tables[e.label].total_positive
+                                              + tables[e.label].total_negative)
+            for e in entries}
+    comp = version_composition(store, det, ver, prev, split=split, dataset=entries[0].dataset)
+    if isinstance(comp, Composition):
+        weighing = ("Each class (no label, each label) is weighed by its line share from "
+                    "the policy: a label's negatives on the line are mostly parts without "
+                    "any label, unlike the enriched labeled set.")
+    else:
+        weighing = (f"Pure label shift assumed (the classes cannot be weighed: {comp}): a "
+                    "label's positives and negatives look the same in the labeled set and "
+                    "on the line.")
+        comp = None
+    models = {}
+    for e in entries:
+        if only is not None and e.label not in only:
+            continue
+        table, pi = tables[e.label], prev[e.label]
+        if comp is not None:
+            data = (comp.scores[e.label], comp.positive(e.label), comp.weights())
+            cmap = fit_calibration_map(data[0], data[1], weight=data[2], label=e.label,
+                                       detector=det, model_version=ver, seed=seed)
+            ref_s, ref_w = data[0], data[2]
+        else:
+            data = table
+            cmap = fit_calibration_map(table, prevalence=pi, label=e.label, detector=det,
+                                       model_version=ver, seed=seed)
+            ref_s, ref_w = _reference_weights(table, pi)
+        models[e.label] = _LineModel(table, pi, cmap, data, ref_s, ref_w)
+    return models, comp, weighing
+
+
 def monitor_scores(
     production,
     tf: ThresholdsFile,
@@ -589,44 +641,23 @@ def monitor_scores(
     n_tests = max(len(entries) * len(windows) * _TESTS_PER_LABEL, 1)
     a_test = alpha / n_tests
     rng = np.random.default_rng(seed)
-    tables = {e.label: _calibration_table(store, e, split) for e in entries}
-    prev = {e.label: e.prevalence if e.prevalence is not None else
-            tables[e.label].total_positive / (tables[e.label].total_positive
-                                              + tables[e.label].total_negative)
-            for e in entries}
-    comp = version_composition(store, det, ver, prev, split=split, dataset=entries[0].dataset)
-    if isinstance(comp, Composition):
-        weighing = ("Each class (no label, each label) is weighed by its line share from "
-                    "the policy: a label's negatives on the line are mostly parts without "
-                    "any label, unlike the enriched labeled set.")
-    else:
-        weighing = (f"Pure label shift assumed (the classes cannot be weighed: {comp}): a "
-                    "label's positives and negatives look the same in the labeled set and "
-                    "on the line.")
-        comp = None
+    models, comp, weighing = _line_models(store, entries, split, seed)
     rows = []
     for e in entries:
-        table, pi = tables[e.label], prev[e.label]
-        if comp is not None:
-            data = (comp.scores[e.label], comp.positive(e.label), comp.weights())
-            ref_s, ref_w = data[0], data[2]
-            cmap = fit_calibration_map(data[0], data[1], weight=data[2], label=e.label, detector=det,
-                                       model_version=ver, seed=seed)
-        else:
-            data = table
-            cmap = fit_calibration_map(table, prevalence=pi, label=e.label, detector=det,
-                                       model_version=ver, seed=seed)
-            ref_s, ref_w = _reference_weights(table, pi)
+        lm = models[e.label]
         ids, scores = _image_scores(production, e.label)
         uniq, inv = np.unique(scores, return_inverse=True)
-        boot = map_bootstrap(cmap, data, uniq, n_resamples=n_resamples, seed=seed)
+        boot = map_bootstrap(lm.cmap, lm.data, uniq, n_resamples=n_resamples, seed=seed)
         for name, members in windows:
             pos = np.searchsorted(ids, members)
-            rows.append(_judge(e, name, scores[pos], table, pi, cmap, boot[:, inv[pos]],
-                               ref_s, ref_w, a_test, rng, comp))
+            rows.append(_judge(e, name, scores[pos], lm.table, lm.prevalence, lm.cmap,
+                               boot[:, inv[pos]], lm.ref_scores, lm.ref_weights, a_test, rng,
+                               comp))
+    unwatched = sorted(set(production["label"]) - {e.label for e in entries} - {""})
     assumptions = (
         weighing,
         "Estimated rates assume the score -> probability relation did not change.",
+        *([f"Not monitored (no deployed cutoff): {', '.join(unwatched)}."] if unwatched else []),
     )
     return MonitorReport(det, ver, rows, alpha, a_test, n_tests, window, source, assumptions)
 
@@ -694,13 +725,15 @@ def label_next(production, tf: ThresholdsFile, store, *, n: int = 50,
         Manifest lines ``{"id", "image", "labels": null, "split": "to-label",
         "ask": label, "score", "p_present", "why"}``: a person fills ``labels``.
     """
-    entries = [e for e in _deployed(tf, detector, model_version)
-               if e.calibrated and e.status == "limits_unproven"
+    deployed = [e for e in _deployed(tf, detector, model_version) if e.calibrated]
+    entries = [e for e in deployed if e.status == "limits_unproven"
                and (labels is None or e.label in labels)]
+    if not entries:
+        return []
+    models, _, _ = _line_models(store, deployed, split, seed, only={e.label for e in entries})
     out = []
     for e in entries:
-        table = _calibration_table(store, e, split)
-        cmap = fit_calibration_map(table, prevalence=e.prevalence, label=e.label, seed=seed)
+        cmap = models[e.label].cmap
         ids, s = _image_scores(production, e.label)
         p = cmap.predict(s)
         need_pos = any(c[0] == "false_accept" for c in e.policy.limits()) == (e.action == "reject")
