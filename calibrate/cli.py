@@ -22,6 +22,8 @@ from rich.markup import escape
 from rich.text import Text
 
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
+from calibrate.cli_probability import calibration_cmd as _calibration_cmd
+from calibrate.cli_probability import monitor_cmd as _monitor_cmd
 from calibrate.errors import CalibrateError
 from calibrate.io import dumps_json
 from calibrate.policy import PolicySet
@@ -971,6 +973,11 @@ def run_cmd(
         _say(line)
     if result.exit_code:  # everything else was written; the refused labels are named
         raise typer.Exit(result.exit_code)
+
+
+# What a score means, and production monitoring: defined in calibrate.cli_probability.
+app.command("calibration")(_calibration_cmd)
+app.command("monitor")(_monitor_cmd)
 
 
 def main() -> None:  # pragma: no cover - console script entry point

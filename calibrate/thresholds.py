@@ -781,6 +781,9 @@ class LabelThreshold:
     held_out_flags : tuple of str
         Where the held-out figures disagree with the calibration ones: a rate that
         differs beyond chance, or a limit broken there.
+    held_out_table : CountTable or None
+        The held-out split's count table (kept so that nothing counts it again, e.g. the
+        calibration map's reliability in :mod:`calibrate.score_meaning`).
     data_warnings : tuple of str
         What the numbers rest on that the user must see beside them, e.g. incomplete
         data used as asked (``--allow-incomplete``).
@@ -802,6 +805,7 @@ class LabelThreshold:
     held_out_split: str | None = None
     held_out_flags: tuple[str, ...] = ()
     data_warnings: tuple[str, ...] = ()
+    held_out_table: CountTable | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -865,7 +869,8 @@ def _with_held_out(result: LabelThreshold, table_source, split: str) -> LabelThr
     if result.choice is None:
         return replace(result, held_out_split=split)
     try:
-        curve = error_curve(table_source())
+        table = table_source()
+        curve = error_curve(table)
     except InputError:  # e.g. no positives on the held-out split: nothing honest to show
         return replace(result, held_out_split=split,
                        held_out_flags=(f"the {split} split cannot evaluate this label "
@@ -873,7 +878,7 @@ def _with_held_out(result: LabelThreshold, table_source, split: str) -> LabelThr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoRankingInformationWarning)
         held = evaluate_threshold(curve, result.choice.threshold, result.choice.policy)
-    return replace(result, held_out=held, held_out_split=split,
+    return replace(result, held_out=held, held_out_split=split, held_out_table=table,
                    held_out_flags=held_out_flags(result.choice, held))
 
 

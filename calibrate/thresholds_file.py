@@ -294,12 +294,18 @@ class ThresholdsFile:
         The ``calibrate`` version that chose the thresholds.
     source : str
         Where the scores came from (a store file or a scores table).
+    score_meaning : tuple of dict
+        Optional: per (detector, version, label), what its scores mean on the line
+        (``calibrate calibration --add-to``; see
+        :meth:`calibrate.score_meaning.LabelCalibration.to_dict`). Informational: no
+        exporter reads it.
     """
 
     entries: tuple[ThresholdEntry, ...]
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tool_version: str = ""
     source: str = ""
+    score_meaning: tuple[dict, ...] = ()
 
     def labels(self) -> list[str]:
         """Labels in file order (a label may appear once per detector and version)."""
@@ -410,6 +416,8 @@ class ThresholdsFile:
             "rule": "fire when score >= threshold (detector's own scale); export nothing "
                     "for an entry whose decision is \"refuse\" or that has no threshold",
             "labels": [e.to_dict() for e in self.entries],
+            **({"score_meaning": [_compact(jsonable(m)) for m in self.score_meaning]}
+               if self.score_meaning else {}),
         }
 
 
@@ -681,4 +689,17 @@ def read_thresholds_file(path) -> ThresholdsFile:
         created_at=str(data.get("created_at", "")),
         tool_version=str(data.get("tool_version", "")),
         source=str(data.get("source", "")),
+        score_meaning=_score_meaning(data.get("score_meaning", []), f"{p}: score_meaning"),
     )
+
+
+def _score_meaning(raw, where: str) -> tuple[dict, ...]:
+    """The optional score-meaning section: a list of tables naming their label."""
+    if not isinstance(raw, list):
+        raise InputError(f"{where} must be a list of tables.")
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or not all(
+                isinstance(m.get(k), str) for k in ("detector", "model_version", "label")):
+            raise InputError(f"{where}[{i}] must be a table with detector, model_version "
+                             "and label.")
+    return tuple(raw)

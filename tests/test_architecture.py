@@ -31,14 +31,16 @@ LAYERS = [
     ["policy"],
     ["thresholds"],
     ["bootstrap"],
+    ["probability", "reliability", "score_meaning"],
     ["thresholds_file"],
     ["store", "manifest", "scores_table", "samples", "datasets", "pricing"],
     ["detectors"],
     ["scheduler", "runner"],
-    ["export", "check", "report"],
+    ["export", "check", "monitor", "report"],
     ["workflow"],
     ["study"],
     ["render"],
+    ["cli_probability"],
     ["cli"],
 ]
 

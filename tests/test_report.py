@@ -378,8 +378,8 @@ def test_markdown_summary_and_figure_files(report):
     assert "| scratch | toy v1 |" in md
     assert "only valid for the model version" in md
     assert "multiplicity correction" in md
-    # 2 labels x (2 versions x 4 figures + 4 comparisons) x (PNG + SVG)
-    assert len(report.figure_paths) == 2 * (2 * 4 + 4) * 2
+    # 2 labels x (2 versions x 4 figures + 4 comparisons + 1 score meaning) x (PNG + SVG)
+    assert len(report.figure_paths) == 2 * (2 * 4 + 4 + 1) * 2
     for p in report.figure_paths:
         assert p.exists() and p.parent.name == "figures"
         data = p.read_bytes()
@@ -400,7 +400,7 @@ def test_report_needs_no_network_and_replaces_stale_figures(store_path, tmp_path
     assert r.html_path.exists()
     text = r.html_path.read_text()
     assert "Model versions compared" not in text  # one version: nothing to compare
-    assert len(r.figure_paths) == 2 * 4 * 2
+    assert len(r.figure_paths) == 2 * (4 + 1) * 2  # 4 figures + the score meaning per label
     assert not stale.exists()
     assert sorted((tmp_path / "r" / "figures").iterdir()) == sorted(r.figure_paths)
 

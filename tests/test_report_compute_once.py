@@ -74,7 +74,8 @@ def test_a_report_over_the_parts_study_makes_one_choice_per_combination(
     assert choices.calls == 8
     assert tables.calls == 16  # 8 calibration + 8 held-out
     assert curves.calls == 16  # 8 calibration + 8 held-out
-    assert len(result.figure_paths) == 2 * (8 * 4 + 4 * 4)  # PNG + SVG
+    # per label-version 4 figures, per label 4 comparisons and 1 score meaning; PNG + SVG
+    assert len(result.figure_paths) == 2 * (8 * 4 + 4 * 4 + 4)
 
 
 def test_given_results_are_shown_as_they_are_held_out_included(parts_store, tmp_path,

@@ -13,7 +13,9 @@ from calibrate.report.figures import (
     DetCurveDisplay,
     ErrorRatesDisplay,
     ExpectedCostDisplay,
+    ReliabilityDisplay,
     ScoreHistogramDisplay,
+    ScoreMeaningDisplay,
     plot_version_comparison,
 )
 from calibrate.report.html import ReportResult, write_report
@@ -22,8 +24,10 @@ __all__ = [
     "DetCurveDisplay",
     "ErrorRatesDisplay",
     "ExpectedCostDisplay",
+    "ReliabilityDisplay",
     "ReportResult",
     "ScoreHistogramDisplay",
+    "ScoreMeaningDisplay",
     "plot_version_comparison",
     "write_report",
 ]

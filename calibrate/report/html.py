@@ -42,6 +42,7 @@ from calibrate.policy import PolicySet, by_action, error_names
 from calibrate.report import figures as F
 from calibrate.report.explorer import explorer_data
 from calibrate.report.figures.base import OPTION_TITLES, shown_option, threshold_kind
+from calibrate.report.meaning import meaning_sections
 from calibrate.store import ScoreStore
 from calibrate.thresholds import (
     LabelThreshold,
@@ -151,10 +152,13 @@ class _FigureTask:
     label: str
     detector: str
     overlay: bool
+    calibrations: tuple = ()  # kind "meaning": LabelCalibration per version
 
 
 def _draw(task: _FigureTask):
     """Draw what was computed: no query, no curve, no choice happens here."""
+    if task.kind == "meaning":
+        return F.plot_label_calibrations(task.calibrations)
     ax = F.new_axes()
     if task.overlay:
         F.overlay_results(task.results, kind=task.kind, label=task.label,
@@ -575,6 +579,18 @@ def build_report(
         slots.append((sec["comparison"]["figures"], len(tasks), len(new)))
         tasks += new
 
+    meanings = meaning_sections(store, results, policies=policies)
+    for m in meanings:
+        m["figures"] = []
+        slots.append((m["figures"], len(tasks), 1))
+        tasks.append(_FigureTask(
+            kind="meaning", key=F.figure_key(m["label"], m["detector"], "meaning"),
+            title=None, short="what a score means",
+            caption=(f"{m['label']}: reliability of each version's map on held-out data "
+                     "(exact intervals per bin), and what a score means on the line per "
+                     "version (map, score bands with exact intervals, cutoffs dashed)."),
+            results={}, label=m["label"], detector=m["detector"], overlay=False,
+            calibrations=tuple(m.pop("calibrations"))))
     rendered = _render_all(tasks, fig_dir, workers)
     for target, first, count in slots:
         target.extend(rendered[first:first + count])
@@ -598,6 +614,7 @@ def build_report(
         **_hints(results),
         **_held_out_context(results, split),
         sections=list(sections.values()),
+        meanings=meanings,
         notes=notes,
         outputs=[(w, str(p)) for w, p in outputs],
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],

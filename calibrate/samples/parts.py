@@ -181,24 +181,25 @@ def _crack(rng, s, yy, xx, size):
 _DEFECTS = {"scratch": _scratch, "dent": _dent, "spot": _spot, "crack": _crack}
 
 
-def _nuisances(rng, yy, xx, size) -> tuple[np.ndarray, list[str]]:
+def _nuisances(rng, yy, xx, size, prob=None) -> tuple[np.ndarray, list[str]]:
+    prob = _NUISANCE_PROB if prob is None else {**_NUISANCE_PROB, **prob}
     out = np.zeros_like(xx)
     names = []
-    if rng.random() < _NUISANCE_PROB["dust"]:
+    if rng.random() < prob["dust"]:
         names.append("dust")
         for _ in range(int(rng.integers(1, 4))):
             cx, cy = rng.uniform(2.0, size - 3.0, size=2)
             sig = rng.uniform(0.4, 0.8)
             amp = rng.uniform(0.03, 0.10) * (1.0 if rng.random() < 0.7 else -1.0)
             out += amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sig * sig))
-    if rng.random() < _NUISANCE_PROB["machining_mark"]:
+    if rng.random() < prob["machining_mark"]:
         names.append("machining_mark")
         y0 = rng.uniform(4.0, size - 5.0)
         tilt = math.tan(math.radians(rng.uniform(-4.0, 4.0)))
         amp = rng.uniform(0.008, 0.04) * (1.0 if rng.random() < 0.6 else -1.0)
         x0, x1 = -5.0, size + 5.0
         out += amp * _line(xx, yy, x0, y0 + tilt * x0, x1, y0 + tilt * x1, rng.uniform(0.5, 1.0))
-    if rng.random() < _NUISANCE_PROB["smudge"]:
+    if rng.random() < prob["smudge"]:
         names.append("smudge")
         cx, cy = rng.uniform(8.0, size - 8.0, size=2)
         r = rng.uniform(5.0, 12.0)
@@ -207,7 +208,8 @@ def _nuisances(rng, yy, xx, size) -> tuple[np.ndarray, list[str]]:
 
 
 def render_part(
-    rng: np.random.Generator, defect: str | None, severity: float, *, size: int = 64
+    rng: np.random.Generator, defect: str | None, severity: float, *, size: int = 64,
+    nuisance_prob: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Draw one part's image.
 
@@ -221,6 +223,9 @@ def render_part(
         In ``(0, 1]``; sets the defect's contrast (ignored for good parts).
     size : int, default 64
         Width and height in pixels.
+    nuisance_prob : dict, optional
+        Chance of each nuisance (``dust``, ``machining_mark``, ``smudge``) per part,
+        overriding the bundled set's (0.35, 0.25, 0.2), e.g. to simulate a dustier line.
 
     Returns
     -------
@@ -232,7 +237,7 @@ def render_part(
     img = _surface(rng, size, yy, xx)
     if defect is not None:
         img = img + _DEFECTS[defect](rng, severity, yy, xx, size)
-    nuis, names = _nuisances(rng, yy, xx, size)
+    nuis, names = _nuisances(rng, yy, xx, size, nuisance_prob)
     img = img + nuis
     # sensor: shot noise (grows with brightness) + read noise, then 8-bit quantisation
     sigma = np.sqrt(rng.uniform(0.005, 0.010) ** 2 + 0.00012 * np.clip(img, 0.0, None))

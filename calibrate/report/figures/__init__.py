@@ -29,6 +29,9 @@ model versions are compared (:func:`overlay_results` from ready analyses,
   whose limits fail shaded, the chosen minimum marked.
 * :class:`DetCurveDisplay` - detection error trade-off on normal-deviate axes with the
   equal error rate marked.
+* :class:`ReliabilityDisplay`, :class:`ScoreMeaningDisplay` - what a score means: a
+  calibration map's reliability on held-out data (exact intervals per bin), and score ->
+  probability on the line per model version (:mod:`.reliability`).
 
 When the detector cannot report scores below a floor (a service-side cutoff, the
 run's ``detection_floor``), the thresholds below it are shaded as censored rather than
@@ -48,6 +51,7 @@ from .cost import CostArrays, ExpectedCostDisplay, cost_arrays
 from .det import DetArrays, DetCurveDisplay, det_arrays
 from .histogram import ScoreHistogramDisplay
 from .rates import ErrorRatesDisplay, RateArrays, rate_arrays
+from .reliability import ReliabilityDisplay, ScoreMeaningDisplay, plot_label_calibrations
 
 __all__ = [
     "CostArrays",
@@ -56,7 +60,9 @@ __all__ = [
     "ErrorRatesDisplay",
     "ExpectedCostDisplay",
     "RateArrays",
+    "ReliabilityDisplay",
     "ScoreHistogramDisplay",
+    "ScoreMeaningDisplay",
     "cost_arrays",
     "det_arrays",
     "error_names",
@@ -64,6 +70,7 @@ __all__ = [
     "new_axes",
     "overlay_results",
     "overlay_versions",
+    "plot_label_calibrations",
     "plot_version_comparison",
     "rate_arrays",
     "recorded_detection_floor",
