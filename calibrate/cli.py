@@ -163,6 +163,39 @@ AllowIncompleteReadOption = Annotated[
     ),
 ]
 
+ScoresDatasetOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--scores-dataset",
+        help="Count the scores where they live: a Parquet dataset partitioned by "
+        "detector=/model_version=/label= folders (flat layout: image_id, score, "
+        "positive, optional split, failed; see docs/team-setup.md). Only the chosen "
+        "labels' folders are read.",
+        show_default=False,
+    ),
+]
+RoundToOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--round-to",
+        help="With --scores-dataset: count scores rounded half up to this many "
+        "decimals (the detector's real precision); exact for the rounded scores.",
+        show_default=False,
+    ),
+]
+
+
+def _check_sources(scores_file, store, scores_dataset, round_to, dataset,
+                   allow_incomplete) -> None:
+    """One source of scores, and only the options that source takes."""
+    if sum(x is not None for x in (scores_file, store, scores_dataset)) != 1:
+        raise CalibrateError("give one of: a scores file, --store or --scores-dataset.")
+    if round_to is not None and scores_dataset is None:
+        raise CalibrateError("--round-to works with --scores-dataset.")
+    if scores_dataset is not None and (dataset is not None or allow_incomplete):
+        raise CalibrateError("--dataset and --allow-incomplete work with --store; a "
+                             "scores dataset is counted as it is.")
+
 
 @app.command()
 def thresholds(
@@ -179,37 +212,16 @@ def thresholds(
         Optional[Path],
         typer.Option("--store", help="Read the scores from this store instead of a file."),
     ] = None,
-    scores_dataset: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--scores-dataset",
-            help="Count the scores where they live: a Parquet dataset partitioned by "
-            "detector=/model_version=/label= folders (flat layout: image_id, score, "
-            "positive, optional split, failed; see docs/team-setup.md). Only the chosen "
-            "labels' folders are read.",
-            show_default=False,
-        ),
-    ] = None,
-    round_to: Annotated[
-        Optional[int],
-        typer.Option(
-            "--round-to",
-            help="With --scores-dataset: count scores rounded half up to this many "
-            "decimals (the detector's real precision); exact for the rounded scores.",
-            show_default=False,
-        ),
-    ] = None,
+    scores_dataset: ScoresDatasetOption = None,
+    round_to: RoundToOption = None,
     detector: Annotated[
-        Optional[str], typer.Option(help="With --store or --scores-dataset: only this "
-                                         "detector.")
+        Optional[str], typer.Option(help="With a store or dataset: only this detector.")
     ] = None,
     model_version: Annotated[
-        Optional[str], typer.Option(help="With --store or --scores-dataset: only this "
-                                         "model version.")
+        Optional[str], typer.Option(help="With a store or dataset: only this model version.")
     ] = None,
     split: Annotated[
-        Optional[str], typer.Option(help="With --store or --scores-dataset: only images "
-                                         "of this split.")
+        Optional[str], typer.Option(help="With a store or dataset: only images of this split.")
     ] = None,
     held_out: HeldOutOption = None,
     dataset: DatasetOption = None,
@@ -262,7 +274,7 @@ def thresholds(
         ),
     ] = None,
 ) -> None:
-    """Choose the cost-minimal threshold of every label, from a scores table or a store.
+    """Choose the cost-minimal threshold of every label: scores table, store or dataset.
 
     Prints per label the threshold, both error rates with their exact upper bounds,
     the expected cost per item, whether the limits hold, and how many more samples an
@@ -270,19 +282,12 @@ def thresholds(
     """
     from calibrate import workflow
 
-    overrides = dict(
-        action=action, cost_false_accept=cost_false_accept, cost_false_reject=cost_false_reject,
-        prevalence=prevalence, max_false_accept_rate=max_false_accept_rate,
-        max_false_reject_rate=max_false_reject_rate, confidence=confidence,
-    )
+    overrides = dict(action=action, cost_false_accept=cost_false_accept,
+                     cost_false_reject=cost_false_reject, prevalence=prevalence,
+                     max_false_accept_rate=max_false_accept_rate,
+                     max_false_reject_rate=max_false_reject_rate, confidence=confidence)
     try:
-        if sum(x is not None for x in (scores_file, store, scores_dataset)) != 1:
-            raise CalibrateError("give one of: a scores file, --store or --scores-dataset.")
-        if round_to is not None and scores_dataset is None:
-            raise CalibrateError("--round-to works with --scores-dataset.")
-        if scores_dataset is not None and (dataset is not None or allow_incomplete):
-            raise CalibrateError("--dataset and --allow-incomplete work with --store; a "
-                                 "scores dataset is counted as it is.")
+        _check_sources(scores_file, store, scores_dataset, round_to, dataset, allow_incomplete)
         policies = workflow.policies_from(
             policy, overrides, default=PolicySet(source="command line"))
         if scores_dataset is not None:
