@@ -387,6 +387,21 @@ def test_bad_files_are_named(tmp_path, change, message):
     assert re.search(message, _cli_error(tmp_path)), _cli_error(tmp_path)
 
 
+def test_optional_columns_missing_from_some_files_read_as_null(tmp_path):
+    """One file of the partition has 'failed' and 'split', the other neither: its rows are
+    not failed and in no split."""
+    folder = _one_file_dataset(tmp_path, pa.table({
+        **GOOD, "failed": pa.array([False, True]), "split": pa.array(["test", "test"])})).parent
+    pq.write_table(pa.table({"image_id": ["c", "d"], "score": [0.7, 0.7],
+                             "positive": [True, False]}), folder / "part-1.parquet")
+    ds = ScoresDataset(tmp_path)
+    t = ds.count_table("d", "v1", "crack")
+    assert t.scores.tolist() == [0.5, 0.7] and t.n_failed == 1
+    assert t.n_positive.tolist() == [1, 1] and t.n_negative.tolist() == [0, 1]
+    t = ds.count_table("d", "v1", "crack", split="test")
+    assert t.scores.tolist() == [0.5] and t.n_failed == 1
+
+
 def test_unknown_partitions_and_folders_are_named(tmp_path):
     _one_file_dataset(tmp_path, pa.table(GOOD))
     assert "unknown detector 'x'" in _cli_error(tmp_path, "--detector", "x")

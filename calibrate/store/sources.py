@@ -442,7 +442,11 @@ class ScoresDataset:
         return found
 
     def _columns(self, files: list[Path]) -> set[str]:
-        """The columns the files share, checked: required ones present, types right."""
+        """The columns of the files, checked: required ones in every file, types right.
+
+        An optional column missing from some files reads as NULL there (the files are
+        read by name): not failed, in no split.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -452,7 +456,7 @@ class ScoresDataset:
                   or pa.types.is_decimal(t),
                   "boolean": pa.types.is_boolean,
                   "text": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)}
-        common = None
+        found: set[str] = set()
         for f in files:
             try:
                 schema = pq.read_schema(f)
@@ -471,8 +475,8 @@ class ScoresDataset:
                         + (" (true = the label is really present; convert it, e.g. "
                            "positive = truth = 'defect')" if name == "positive" else "")
                         + ".")
-            common = names if common is None else common & names
-        return common or set()
+            found |= names
+        return found
 
     # -- counting -------------------------------------------------------------------
 
