@@ -103,7 +103,8 @@ def spark_ratio(root: Path, label: str, duck_time: float, duck_table, repeat: in
 
     t0 = time.perf_counter()
     spark = (SparkSession.builder.master("local[2]").appName("bench-sources")
-             .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.shuffle.partitions", "2")
              .config("spark.driver.memory", "4g")
              .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
              .getOrCreate())

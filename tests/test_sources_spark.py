@@ -81,6 +81,7 @@ def spark():
 
     session = (SparkSession.builder.master("local[2]").appName("calibrate-tests")
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.driver.bindAddress", "127.0.0.1")
                # partition values stay text: model_version=2 is a version name, not 2
@@ -114,8 +115,9 @@ def test_spark_counts_and_chooses_what_the_store_does(spark, parts_dataset):
     policies = load_policy_file(PARTS_POLICY)
     with ScoreStore(store_path, read_only=True) as store:
         for (det, ver), labels in ds.versions().items():
-            for label in labels:
-                # the split the thresholds are chosen on (no split: the next test)
+            # every label of v2 and one of v1 (a Spark query costs 1-3 s here); the split
+            # the thresholds are chosen on (no split: the next test)
+            for label in labels if ver == "v2" else labels[:1]:
                 for split in ("calibration",):
                     want = store.count_table(det, ver, label, split=split)
                     got = count_table_from_spark(df, det, ver, label, split=split)
