@@ -133,9 +133,9 @@ HeldOutOption = Annotated[
     Optional[str],
     typer.Option(
         "--held-out",
-        help="With --store: also evaluate each chosen threshold on this split, the "
-        "honest figures (default: 'test' when --split names another split and the "
-        "store has a test split; '' for none).",
+        help="With --store or --scores-dataset: also evaluate each chosen threshold on "
+        "this split, the honest figures (default: 'test' when --split names another "
+        "split and the data has a test split; '' for none).",
         show_default=False,
     ),
 ]
@@ -165,6 +165,39 @@ AllowIncompleteReadOption = Annotated[
     ),
 ]
 
+ScoresDatasetOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--scores-dataset",
+        help="Count the scores where they live: a Parquet dataset partitioned by "
+        "detector=/model_version=/label= folders (flat layout: image_id, score, "
+        "positive, optional split, failed; see docs/team-setup.md). Only the chosen "
+        "labels' folders are read.",
+        show_default=False,
+    ),
+]
+RoundToOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--round-to",
+        help="With --scores-dataset: count scores rounded half up to this many "
+        "decimals (the detector's real precision); exact for the rounded scores.",
+        show_default=False,
+    ),
+]
+
+
+def _check_sources(scores_file, store, scores_dataset, round_to, dataset,
+                   allow_incomplete) -> None:
+    """One source of scores, and only the options that source takes."""
+    if sum(x is not None for x in (scores_file, store, scores_dataset)) != 1:
+        raise CalibrateError("give one of: a scores file, --store or --scores-dataset.")
+    if round_to is not None and scores_dataset is None:
+        raise CalibrateError("--round-to works with --scores-dataset.")
+    if scores_dataset is not None and (dataset is not None or allow_incomplete):
+        raise CalibrateError("--dataset and --allow-incomplete work with --store; a "
+                             "scores dataset is counted as it is.")
+
 
 @app.command()
 def thresholds(
@@ -181,14 +214,16 @@ def thresholds(
         Optional[Path],
         typer.Option("--store", help="Read the scores from this store instead of a file."),
     ] = None,
+    scores_dataset: ScoresDatasetOption = None,
+    round_to: RoundToOption = None,
     detector: Annotated[
-        Optional[str], typer.Option(help="With --store: only this detector.")
+        Optional[str], typer.Option(help="With a store or dataset: only this detector.")
     ] = None,
     model_version: Annotated[
-        Optional[str], typer.Option(help="With --store: only this model version.")
+        Optional[str], typer.Option(help="With a store or dataset: only this model version.")
     ] = None,
     split: Annotated[
-        Optional[str], typer.Option(help="With --store: only images of this split.")
+        Optional[str], typer.Option(help="With a store or dataset: only images of this split.")
     ] = None,
     held_out: HeldOutOption = None,
     dataset: DatasetOption = None,
@@ -241,7 +276,7 @@ def thresholds(
         ),
     ] = None,
 ) -> None:
-    """Choose the cost-minimal threshold of every label, from a scores table or a store.
+    """Choose the cost-minimal threshold of every label: scores table, store or dataset.
 
     Prints per label the threshold, both error rates with their exact upper bounds,
     the expected cost per item, whether the limits hold, and how many more samples an
@@ -249,17 +284,19 @@ def thresholds(
     """
     from calibrate import workflow
 
-    overrides = dict(
-        action=action, cost_false_accept=cost_false_accept, cost_false_reject=cost_false_reject,
-        prevalence=prevalence, max_false_accept_rate=max_false_accept_rate,
-        max_false_reject_rate=max_false_reject_rate, confidence=confidence,
-    )
+    overrides = dict(action=action, cost_false_accept=cost_false_accept,
+                     cost_false_reject=cost_false_reject, prevalence=prevalence,
+                     max_false_accept_rate=max_false_accept_rate,
+                     max_false_reject_rate=max_false_reject_rate, confidence=confidence)
     try:
-        if (scores_file is None) == (store is None):
-            raise CalibrateError("give either a scores file or --store (not both).")
+        _check_sources(scores_file, store, scores_dataset, round_to, dataset, allow_incomplete)
         policies = workflow.policies_from(
             policy, overrides, default=PolicySet(source="command line"))
-        if store is not None:
+        if scores_dataset is not None:
+            outcome = workflow.choose_from_scores_dataset(
+                scores_dataset, policies, detector=detector, model_version=model_version,
+                labels=label, split=split, held_out=held_out, round_to=round_to)
+        elif store is not None:
             outcome = workflow.choose_from_store(
                 store, policies, detector=detector, model_version=model_version,
                 labels=label, split=split, held_out=held_out,

@@ -47,6 +47,7 @@ __all__ = [
     "ThresholdChoice",
     "ThresholdOption",
     "choose_threshold",
+    "choose_label_threshold",
     "choose_threshold_from_curve",
     "choose_thresholds",
     "choose_thresholds_from_store",
@@ -896,6 +897,39 @@ def _choose_one(key, table_source, policies: PolicySet, **provenance) -> LabelTh
         choice = choose_threshold_from_curve(curve, policy)
     return LabelThreshold(det, ver, label, choice, None, policy=policy, table=table,
                           curve=curve, **provenance)
+
+
+def choose_label_threshold(key, table_source, policies: PolicySet, *, held_out_source=None,
+                           held_out: str | None = None, **provenance) -> LabelThreshold:
+    """Choose one label's threshold from a count table that comes from anywhere.
+
+    The per-label step of :func:`choose_thresholds_from_store`, for count tables computed
+    elsewhere (a Parquet dataset, Spark, a warehouse: :mod:`calibrate.store.sources`).
+
+    Parameters
+    ----------
+    key : tuple of str
+        ``(detector, model_version, label)``.
+    table_source : callable
+        Returns the label's :class:`CountTable`; an :class:`InputError` it raises (e.g.
+        one class has no images) becomes the result's ``problem``.
+    policies : PolicySet
+    held_out_source : callable, optional
+        Returns the held-out split's table; the chosen threshold is evaluated on it.
+    held_out : str, optional
+        The held-out split's name (required with ``held_out_source``).
+    **provenance
+        ``LabelThreshold`` fields: ``n_failed``, ``dataset``, ``split``,
+        ``detection_floor``, ``data_warnings``.
+
+    Returns
+    -------
+    LabelThreshold
+    """
+    result = _choose_one(key, table_source, policies, **provenance)
+    if held_out_source is not None:
+        result = _with_held_out(result, held_out_source, held_out)
+    return result
 
 
 def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:

@@ -24,6 +24,7 @@ from calibrate.pricing import estimate_cost
 from calibrate.runner import RunOptions, plan_run, score_dataset
 from calibrate.store import ScoreStore
 from calibrate.store.selection import incomplete_message, overlap_message
+from calibrate.store.sources import ScoresDataset, choose_thresholds_from_dataset
 from calibrate.thresholds import LabelThreshold, choose_thresholds, choose_thresholds_from_store
 from calibrate.thresholds_file import thresholds_file_from_results, write_thresholds_file
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_filters",
     "check_policy_labels",
     "choose_from_file",
+    "choose_from_scores_dataset",
     "choose_from_store",
     "data_notices",
     "existing_store",
@@ -410,6 +412,49 @@ def choose_from_file(path, policies: PolicySet, *,
     outcome.notices.append("No held-out split: a scores table has none, so the bounds "
                            "shown are from the data that chose each threshold and are "
                            "optimistic.")
+    outcome.notices += prevalence_notices(results)
+    return outcome
+
+
+def choose_from_scores_dataset(path, policies: PolicySet, *, detector: str | None = None,
+                               model_version: str | None = None,
+                               labels: list[str] | None = None, split: str | None = None,
+                               held_out: str | None = None,
+                               round_to: int | None = None) -> ThresholdsOutcome:
+    """Choose every label's threshold from a hive-partitioned Parquet scores dataset.
+
+    Each label's count table is computed by DuckDB over that label's partition only
+    (:class:`calibrate.store.sources.ScoresDataset`); the choice is the store's.
+
+    Raises
+    ------
+    InputError
+        When the folder is not a scores dataset, a filter or policy table names
+        something it does not have, or a file breaks the flat layout.
+    """
+    ds = ScoresDataset(path)
+    known = {k: set(v) for k, v in ds.versions().items()}
+    check_filters(known, detector, model_version, labels, where=str(path))
+    check_policy_labels(policies, set().union(*known.values()) if known else set())
+    results = choose_thresholds_from_dataset(
+        ds, policies, detector=detector, model_version=model_version, labels=labels,
+        split=split, held_out=held_out, round_to=round_to)
+    datasets = {(r.detector, r.model_version): (ds.path.name,
+                                                ds.fingerprint(r.detector, r.model_version))
+                for r in results}
+    source = str(path) + (f" (split {split})" if split else "") + (
+        f" (scores rounded to {round_to} decimals)" if round_to is not None else "")
+    outcome = _non_empty(ThresholdsOutcome(results, source, datasets))
+    if round_to is not None:
+        outcome.notices.append(
+            f"Scores were rounded half up to {round_to} decimals before counting: the "
+            "figures are exact for the rounded scores; on raw scores, the ones within half "
+            f"a step (0.5e-{round_to}) below a threshold fire here but not on the line.")
+    if not any(r.held_out_split for r in results):
+        outcome.notices.append(
+            "No held-out split: the bounds shown are from the data that chose each "
+            "threshold and are optimistic (give the dataset a 'split' column, calibrate "
+            "on one split with --split and the 'test' split is used as held-out).")
     outcome.notices += prevalence_notices(results)
     return outcome
 

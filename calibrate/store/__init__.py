@@ -91,6 +91,10 @@ The package's parts
     Reusing stored results of unchanged images in a new run.
 :mod:`.parquet`
     Parquet export and import.
+:mod:`.sources`
+    Count tables where the scores already live (a hive-partitioned Parquet dataset
+    through DuckDB, Spark SQL, any SQL engine) and the export of a store's scores in
+    that flat layout; not part of :class:`ScoreStore`.
 :mod:`.model`, :mod:`.errors`
     The constants, records and errors the parts share; :mod:`._base` holds the
     connection and its transactions.
