@@ -1,0 +1,42 @@
+"""Whole-part decisions: the station scraps a part when any label fires.
+
+* :mod:`~calibrate.parts.data` - the per-part table (one row per image, a score and a
+  truth per label), from arrays or from the store;
+* :mod:`~calibrate.parts.policy` - the ``[part]`` policy (costs, limits, review band,
+  line prevalence) and the line weights;
+* :mod:`~calibrate.parts.evaluate` - part-level outcome, false-accept / false-reject
+  rates with exact bounds, expected cost per line part, for any cutoff set;
+* :mod:`~calibrate.parts.search` - the joint choice of all labels' cutoffs and the
+  accept / review / reject band.
+"""
+
+from calibrate.parts.data import PartData, part_data, part_data_from_store
+from calibrate.parts.evaluate import (
+    OUTCOMES,
+    PartFigures,
+    PartLimitCheck,
+    PartProblem,
+    evaluate_parts,
+    part_problem,
+)
+from calibrate.parts.policy import PartPolicy, line_weights, part_policy
+from calibrate.parts.search import GUARANTEE, JointChoice, choose_joint, choose_review_band
+
+__all__ = [
+    "GUARANTEE",
+    "OUTCOMES",
+    "JointChoice",
+    "PartData",
+    "PartFigures",
+    "PartLimitCheck",
+    "PartPolicy",
+    "PartProblem",
+    "choose_joint",
+    "choose_review_band",
+    "evaluate_parts",
+    "line_weights",
+    "part_data",
+    "part_data_from_store",
+    "part_policy",
+    "part_problem",
+]
