@@ -13,7 +13,10 @@ to fewer false accepts, then higher cutoffs.
 cutoff (or every ``(T_low, T_high)`` pair) is evaluated exactly on the per-part data at
 once. The label's scores are sorted once; a sweep is a running sum over that order of
 the parts the other labels do not already decide, so one sweep costs ``O(n)`` for
-single cutoffs (``O(m^2)`` pairs for a review band over ``m`` distinct scores). Sweeps
+single cutoffs. For a review band the cost and violation of a pair split into a part
+that depends on ``T_high`` and one that depends on ``T_low``; with a review capacity
+the pairs within capacity form a range of ``T_low`` per ``T_high``, so all ``m^2``
+pairs are searched with two range minimum queries per ``T_high`` (``O(m log m)``). Sweeps
 cycle over the labels until none improves, from several starts (the per-label
 choices, never fire, fire on everything, seeded random points); the best end point
 wins. When the other labels' candidate grid is small enough (at most
@@ -230,17 +233,29 @@ class _Search:
         x_h = (w * v_).sum() - ax.cum(w * v_) - ax.cum(w * a_)
         y_g = ax.cum(w * a_)
         (glo, ghi), (hlo, hhi) = ax.band_ranges()
-        h = np.arange(hlo, hhi + 1)[:, None]
-        g = np.arange(glo, ghi + 1)[None, :]
-        ok = g >= h
-        v = self.violation(fa_g[g], fr_h[h], x_h[h] + y_g[g])
-        cost = k0 + a_h[h] + b_g[g]
-        v = np.where(ok, v, np.inf)
-        cost = np.where(ok, cost, np.inf)
-        fa = np.broadcast_to(fa_g[g], v.shape)
-        flat = _best(v.ravel(), cost.ravel(), fa.ravel())
-        i, k = divmod(flat, v.shape[1])
-        return int(h[i, 0]), int(g[0, k]), float(v[i, k]), float(cost[i, k])
+        # cost(g, h) = k0 + a(h) + b(g); violation = F(g) + R(h) + max(0, x(h) + y(g) - cap)
+        # with y non-decreasing in g. For each h the pairs without review excess are a
+        # range of g, the others the rest up to ghi: one range minimum each (no m x m grid).
+        f_g = np.maximum(fa_g - self.allow_fa, 0) / self.n_def
+        r_h = np.maximum(fr_h - self.allow_fr, 0) / self.n_good
+        h = np.arange(hlo, hhi + 1)
+        start = np.maximum(h, glo)
+        k = np.searchsorted(y_g, self.cap - x_h[h] + _TOL, side="right") - 1
+        k = np.minimum(k, ghi)
+        cands = []
+        rank_a = _ranks(f_g, b_g, fa_g)
+        ga = _range_argmin(rank_a, start, k)                     # -1 where empty
+        rank_b = _ranks(f_g + y_g, b_g, fa_g)
+        gb = _range_argmin(rank_b, np.maximum(start, k + 1), np.full_like(h, ghi))
+        for g in (ga, gb):
+            ok = g >= 0
+            gg = np.where(ok, g, 0)
+            v = f_g[gg] + r_h[h] + np.maximum(x_h[h] + y_g[gg] - self.cap, 0.0)
+            cands.append((np.where(ok, v, np.inf), np.where(ok, k0 + a_h[h] + b_g[gg], np.inf),
+                          np.where(ok, fa_g[gg], np.inf), gg))
+        v, cost, fa, g = (np.column_stack(x).ravel() for x in zip(*cands))
+        i = _best(v, cost, fa)
+        return int(h[i // 2]), int(g[i]), float(v[i]), float(cost[i])
 
     def band_descend(self, hs, gs) -> tuple[list[int], list[int], float, float]:
         hs, gs = list(hs), list(gs)
@@ -272,6 +287,38 @@ def _best(v: np.ndarray, cost: np.ndarray, fa: np.ndarray) -> int:
     near &= cost <= cmin + _TOL * max(1.0, abs(cmin))
     fmin = np.min(np.where(near, fa, np.inf))
     return int(np.flatnonzero(near & (fa == fmin))[0])
+
+
+def _ranks(*keys) -> np.ndarray:
+    """Rank of each index by the keys, first key most significant, ties to the lower
+    index (the higher cutoff)."""
+    order = np.lexsort((np.arange(len(keys[0])),) + tuple(reversed(keys)))
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def _range_argmin(ranks: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per query, the index of the smallest rank in ``ranks[lo:hi + 1]`` (-1 if empty),
+    with a sparse table: O(m log m) to build, O(1) per query."""
+    n = len(ranks)
+    table = [ranks]
+    while 2 ** len(table) <= n:
+        prev, half = table[-1], 2 ** (len(table) - 1)
+        table.append(np.minimum(prev[:-half], prev[half:]))
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    empty = hi < lo
+    length = np.where(empty, 1, hi - lo + 1)
+    level = np.floor(np.log2(length)).astype(np.int64)
+    best = np.full(len(lo), n, dtype=np.int64)
+    for j in np.unique(level):
+        q = level == j
+        a, b = lo[q], hi[q] - 2 ** j + 1
+        ok = ~empty[q]
+        best[q] = np.where(ok, np.minimum(table[j][np.where(ok, a, 0)],
+                                          table[j][np.where(ok, b, 0)]), n)
+    order = np.argsort(ranks)
+    return np.where(best < n, order[np.minimum(best, n - 1)], -1)
 
 
 def _starts(search: _Search, start_cutoffs, n_random: int, seed: int):

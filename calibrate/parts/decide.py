@@ -1,0 +1,195 @@
+"""Part-level decisions of one detector version, computed once for every surface.
+
+For each (detector, model version): what the line scraps and ships as a whole with
+the per-label cutoffs, with the joint cutoffs, and (when the policy prices a review)
+with the accept / review / reject band, each on the calibration parts and on the
+held-out parts (the honest figures).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from calibrate.errors import InputError
+from calibrate.parts.data import PartData, part_data_from_store
+from calibrate.parts.evaluate import PartFigures, evaluate_parts, part_problem
+from calibrate.parts.policy import PartPolicy, part_policy
+from calibrate.parts.search import GUARANTEE, JointChoice, choose_joint, choose_review_band
+from calibrate.policy import PolicySet
+
+__all__ = ["PartDecision", "PartRow", "part_decision", "part_decisions_from_store"]
+
+
+@dataclass(frozen=True)
+class PartRow:
+    """One way of setting the cutoffs, evaluated at the part level.
+
+    Attributes
+    ----------
+    name : {"per-label", "joint", "review band"}
+    calibration : PartFigures
+    held_out : PartFigures or None
+    choice : JointChoice or None
+        How the cutoffs were searched (None for the per-label cutoffs).
+    """
+
+    name: str
+    calibration: PartFigures
+    held_out: PartFigures | None = None
+    choice: JointChoice | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form."""
+        d = {"name": self.name, "calibration": self.calibration.to_dict(),
+             "held_out": None if self.held_out is None else self.held_out.to_dict()}
+        if self.choice is not None:
+            d.update(exact=self.choice.exact, method=self.choice.method,
+                     start=self.choice.start, freed_labels=list(self.choice.freed_labels))
+        return d
+
+
+@dataclass(frozen=True)
+class PartDecision:
+    """Whole-part figures of one detector version.
+
+    Attributes
+    ----------
+    detector, model_version : str
+    labels : tuple of str
+    policy : PartPolicy
+    rows : tuple of PartRow
+        ``per-label``, ``joint`` and, with a review cost, ``review band``.
+    held_out_split : str or None
+    notes : tuple of str
+        Assumptions the figures rest on (prevalence, refused labels, the guarantee).
+    """
+
+    detector: str
+    model_version: str
+    labels: tuple[str, ...]
+    policy: PartPolicy
+    rows: tuple[PartRow, ...]
+    held_out_split: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def row(self, name: str) -> PartRow | None:
+        """The row called ``name``, or None."""
+        return next((r for r in self.rows if r.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form, as recorded in the thresholds file."""
+        return {"detector": self.detector, "model_version": self.model_version,
+                "labels": list(self.labels), "policy": self.policy.to_dict(),
+                "held_out_split": self.held_out_split, "guarantee": GUARANTEE,
+                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
+
+
+def _deployed(result) -> float:
+    """The cutoff a per-label result deploys: its threshold, or never fire when refused
+    or uncalibrated (nothing is exported for it, so nothing fires on the line)."""
+    c = result.choice
+    return math.inf if c is None or not c.deployable else float(c.threshold)
+
+
+def part_decision(calibration: PartData, held_out: PartData | None, policies: PolicySet,
+                  per_label: dict, *, detector: str = "", model_version: str = "",
+                  held_out_split: str | None = None, policy: PartPolicy | None = None,
+                  max_combinations: int = 20_000) -> PartDecision:
+    """Evaluate the per-label cutoffs and choose the joint ones (and a review band).
+
+    Parameters
+    ----------
+    calibration, held_out : PartData
+        The parts that choose, and the parts that only check (or None).
+    policies : PolicySet
+        Per-label policies (line prevalence, per-label limits) and the ``[part]`` table.
+    per_label : dict of str to float
+        The deployed per-label cutoffs (``inf`` for a label that deploys nothing).
+    policy : PartPolicy, optional
+        Default :func:`part_policy` of ``policies``.
+
+    Returns
+    -------
+    PartDecision
+    """
+    pol = policy if policy is not None else part_policy(policies)
+    label_pols = {lab: policies.for_label(lab) for lab in calibration.labels}
+    prob = part_problem(calibration, pol, label_pols)
+    held = None if held_out is None else part_problem(held_out, pol, label_pols)
+
+    def row(name, high, low=None, choice=None):
+        h = None if held is None else evaluate_parts(held, high, low)
+        return PartRow(name, evaluate_parts(prob, high, low), h, choice)
+
+    rows = [row("per-label", per_label)]
+    joint = choose_joint(prob, start_cutoffs=per_label, max_combinations=max_combinations)
+    rows.append(row("joint", joint.reject_cutoffs, None, joint))
+    if pol.has_review:
+        band = choose_review_band(prob, start_cutoffs=joint.reject_cutoffs,
+                                  max_combinations=max_combinations)
+        rows.append(row("review band", band.reject_cutoffs, band.review_cutoffs, band))
+    notes = []
+    if pol.prevalence is None:
+        notes.append(f"line share of defective parts {prob.prevalence:.4g} = 1 - prod(1 - "
+                     "prevalence per label), as if defects occur independently")
+    if prob.prevalence_from_sample:
+        notes.append("prevalence taken from the sample (enriched sets overstate it) for "
+                      + ", ".join(prob.prevalence_from_sample))
+    never = [lab for lab, t in per_label.items() if math.isinf(t)]
+    if never:
+        notes.append("per-label row: " + ", ".join(never) + " deploy(s) nothing (never fire)")
+    if joint.freed_labels:
+        notes.append("no cutoff meets the own limits of " + ", ".join(joint.freed_labels)
+                     + "; the joint choice ignores those limits for them")
+    notes.append(GUARANTEE)
+    if pol.has_review:
+        notes.append("a reviewed part is assumed judged correctly by the person; review "
+                     "capacity is judged on the expected share of line parts")
+    return PartDecision(detector, model_version, calibration.labels, pol, tuple(rows),
+                        held_out_split, tuple(notes))
+
+
+def part_decisions_from_store(store, results, policies: PolicySet, *,
+                              dataset: str | None = None, split: str | None = None
+                              ) -> list[PartDecision]:
+    """:func:`part_decision` for every (detector, version) in per-label ``results``.
+
+    Parameters
+    ----------
+    store : calibrate.store.ScoreStore
+    results : list of LabelThreshold
+        Per-label choices from the same store and split; their ``held_out_split`` is
+        the held-out split used here too.
+    policies : PolicySet
+    dataset, split : str, optional
+        As for the per-label choice.
+
+    Returns
+    -------
+    list of PartDecision
+        Versions whose labels do not all act ``reject``, or that cannot be read, are
+        left out (an ``InputError`` naming why becomes a warning).
+    """
+    pol = part_policy(policies)
+    by_version: dict[tuple[str, str], list] = {}
+    for r in results:
+        by_version.setdefault((r.detector, r.model_version), []).append(r)
+    out = []
+    for (det, ver), rs in by_version.items():
+        labels = sorted(r.label for r in rs)
+        held_split = next((r.held_out_split for r in rs if r.held_out_split), None)
+        try:
+            cal = part_data_from_store(store, det, ver, labels=labels, dataset=dataset,
+                                       split=split)
+            held = None if held_split is None else part_data_from_store(
+                store, det, ver, labels=labels, dataset=dataset, split=held_split)
+            per_label = {r.label: _deployed(r) for r in rs}
+            out.append(part_decision(cal, held, policies, per_label, detector=det,
+                                     model_version=ver, held_out_split=held_split,
+                                     policy=pol))
+        except InputError as exc:
+            warnings.warn(f"no part-level figures for {det} {ver}: {exc}", stacklevel=2)
+    return out
