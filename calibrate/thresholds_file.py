@@ -294,12 +294,18 @@ class ThresholdsFile:
         The ``calibrate`` version that chose the thresholds.
     source : str
         Where the scores came from (a store file or a scores table).
+    parts : tuple of dict
+        Whole-part figures per detector version (:meth:`calibrate.parts.PartDecision.to_dict`):
+        what the line scraps, ships and reviews with the per-label cutoffs, the joint
+        cutoffs and the review band (both cutoffs per label), calibration and held-out.
+        Recorded for the record; exporters read ``entries``.
     """
 
     entries: tuple[ThresholdEntry, ...]
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     tool_version: str = ""
     source: str = ""
+    parts: tuple = ()
 
     def labels(self) -> list[str]:
         """Labels in file order (a label may appear once per detector and version)."""
@@ -410,6 +416,7 @@ class ThresholdsFile:
             "rule": "fire when score >= threshold (detector's own scale); export nothing "
                     "for an entry whose decision is \"refuse\" or that has no threshold",
             "labels": [e.to_dict() for e in self.entries],
+            **({"parts": [jsonable(_compact(p)) for p in self.parts]} if self.parts else {}),
         }
 
 
@@ -418,6 +425,7 @@ def thresholds_file_from_results(
     *,
     source: str = "",
     datasets: dict[tuple[str, str], tuple[str, str]] | None = None,
+    parts=(),
 ) -> ThresholdsFile:
     """Build a thresholds file from :func:`calibrate.thresholds.choose_thresholds` results.
 
@@ -431,6 +439,8 @@ def thresholds_file_from_results(
         Where the scores came from.
     datasets : dict, optional
         ``(detector, model_version) -> (dataset name, dataset fingerprint)``.
+    parts : sequence of PartDecision, optional
+        Whole-part figures to record (see :mod:`calibrate.parts`).
     """
     entries = []
     for r in results:
@@ -459,7 +469,8 @@ def thresholds_file_from_results(
                 data_warnings=tuple(r.data_warnings),
             )
         )
-    return ThresholdsFile(tuple(entries), tool_version=__version__, source=source)
+    return ThresholdsFile(tuple(entries), tool_version=__version__, source=source,
+                          parts=tuple(p.to_dict() for p in parts))
 
 
 def _format_of(path: Path) -> str:
@@ -676,9 +687,13 @@ def read_thresholds_file(path) -> ThresholdsFile:
             raise InputError(f"{where}: a second entry for {entry.detector} {entry.model_version} {entry.label}.")
         seen.add(entry.key)
         entries.append(entry)
+    parts = data.get("parts", [])
+    if not isinstance(parts, list) or not all(isinstance(x, dict) for x in parts):
+        raise InputError(f"{p}: \"parts\" must be a list of tables (whole-part figures).")
     return ThresholdsFile(
         tuple(entries),
         created_at=str(data.get("created_at", "")),
         tool_version=str(data.get("tool_version", "")),
         source=str(data.get("source", "")),
+        parts=tuple(parts),
     )
