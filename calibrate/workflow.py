@@ -295,10 +295,6 @@ def part_decisions(store, results: list[LabelThreshold], policies: PolicySet, *,
     Computed when the policy has a ``[part]`` table and every calibrated label acts
     ``reject`` (the station scraps a part when any label fires); otherwise none.
     """
-    calibrated = [r for r in results if r.choice is not None]
-    if not policies.part or not calibrated or any(
-            r.choice.action != "reject" for r in calibrated):
-        return []
     return part_decisions_from_store(store, results, policies, dataset=dataset, split=split)
 
 

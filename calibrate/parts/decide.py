@@ -170,9 +170,14 @@ def part_decisions_from_store(store, results, policies: PolicySet, *,
     Returns
     -------
     list of PartDecision
-        Versions whose labels do not all act ``reject``, or that cannot be read, are
-        left out (an ``InputError`` naming why becomes a warning).
+        Empty unless the policy has a ``[part]`` table and every calibrated label acts
+        ``reject`` (the station scraps a part when any label fires). A version that
+        cannot be read is left out (an ``InputError`` naming why becomes a warning).
     """
+    calibrated = [r for r in results if r.choice is not None]
+    if not policies.part or not calibrated or any(
+            r.choice.action != "reject" for r in calibrated):
+        return []
     pol = part_policy(policies)
     by_version: dict[tuple[str, str], list] = {}
     for r in results:
