@@ -921,6 +921,8 @@ def check(
             say(first, style(r.outcome, ""))
             for line in rest:
                 say(line)
+        for line in report.parts_lines():
+            say(line)
         verdict = f"{report.verdict} (exit {report.exit_code})"
         out.print(Text(verdict, style=style(report.outcome, "green")))
     if report.exit_code:

@@ -111,3 +111,28 @@ def test_a_bad_part_key_exits_2_naming_the_line(tmp_path, parts_store):
     n = len(bad.read_text().splitlines())
     assert f"policy.toml:{n}" in proc.stderr and "review_cost" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_check_shows_part_level_figures_beside_the_per_label_ones(review_run, parts_store,
+                                                                  tmp_path):
+    _, data = review_run
+    _, store = parts_store
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps(data))
+    args = ("check", path, "--store", store, "--model-version", "v2",
+            "--deployed-version", "v1", "--split", "test")
+    proc = cli(*args, "--format", "json")
+    assert proc.returncode in (0, 1, 3), proc.stderr
+    parts = json.loads(proc.stdout)["parts"]
+    deployed = {e["label"]: _inf(e["threshold"]) for e in data["labels"]
+                if e["model_version"] == "v1"}
+    with ScoreStore(store, read_only=True) as st:
+        cols = {lab: st.scores("surface-defect", "v2", lab, split="test") for lab in deployed}
+    fired = np.column_stack([cols[lab].scores >= t for lab, t in deployed.items()]).any(axis=1)
+    defective = np.column_stack([c.positive for c in cols.values()]).any(axis=1)
+    assert parts["candidate"]["false_rejects"] == int((fired & ~defective).sum())
+    assert parts["candidate"]["false_accepts"] == int((~fired & defective).sum())
+    v1 = next(p for p in data["parts"] if p["model_version"] == "v1")
+    assert parts["deployed"] == v1["rows"][0]["calibration"]
+    text = cli(*args).stdout
+    assert "Whole parts at the deployed cutoffs on v2" in " ".join(text.split())
