@@ -136,3 +136,25 @@ def test_check_shows_part_level_figures_beside_the_per_label_ones(review_run, pa
     assert parts["deployed"] == v1["rows"][0]["calibration"]
     text = cli(*args).stdout
     assert "Whole parts at the deployed cutoffs on v2" in " ".join(text.split())
+
+
+def test_joint_cutoffs_are_never_dearer_than_the_per_label_ones(parts_store):
+    """Done-when of issue 16 on the parts fixture, both versions, through the Python API
+    the CLI uses: without part-level limits the joint choice starts from the per-label
+    cutoffs (which meet their own limits), so it can only be cheaper per part."""
+    from calibrate import load_policy_file
+    from calibrate.parts import part_decisions_from_store
+    from calibrate.thresholds import choose_thresholds_from_store
+
+    policies = load_policy_file(PARTS_POLICY)
+    policies = type(policies)(policies.defaults, policies.labels, policies.source,
+                              part={"cost_false_accept": 50, "cost_false_reject": 1})
+    _, store = parts_store
+    with ScoreStore(store, read_only=True) as st:
+        results = choose_thresholds_from_store(st, policies, split="calibration")
+        decisions = part_decisions_from_store(st, results, policies, split="calibration")
+    assert [d.model_version for d in decisions] == ["v1", "v2"]
+    for d in decisions:
+        per_label, joint = d.row("per-label"), d.row("joint")
+        assert joint.calibration.expected_cost <= per_label.calibration.expected_cost
+        assert joint.held_out is not None and d.held_out_split == "test"
