@@ -268,7 +268,7 @@ def thresholds(
     except CalibrateError as exc:
         _fail(exc)
     if output_format is OutputFormat.json:
-        out.print_json(dumps_json(_rows_for_json(outcome.results)))
+        out.print_json(dumps_json(_thresholds_json(outcome, policies)))
         for note in outcome.notices:  # stdout stays pure JSON
             err.print(escape(f"note: {note}"), highlight=False)
     else:
@@ -281,6 +281,17 @@ def thresholds(
             err.print(escape(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}"),
                       highlight=False)
         raise typer.Exit(2)
+
+
+def _thresholds_json(outcome, policies):
+    """The rows; with a ``[part]`` policy an object of rows and whole-part figures."""
+    rows = _rows_for_json(outcome.results)
+    if not policies.part:
+        return rows
+    from calibrate.parts import parts_skipped
+
+    return {"labels": rows, "parts": [d.to_dict() for d in outcome.parts],
+            "parts_skipped": parts_skipped(outcome.results, policies)}
 
 
 def _rows_for_json(results) -> list[dict]:

@@ -19,7 +19,7 @@ from typing import Any
 from calibrate.detectors.registry import make_detector
 from calibrate.errors import CalibrateError, InputError
 from calibrate.manifest import read_manifest, read_scores_table
-from calibrate.parts import PartDecision, part_decisions_from_store, part_policy
+from calibrate.parts import PartDecision, part_decisions_from_store, part_policy, parts_skipped
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.pricing import estimate_cost
 from calibrate.runner import RunOptions, plan_run, score_dataset
@@ -277,6 +277,9 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
     source = str(path) + (f" (split {split})" if split else "")
     outcome = _non_empty(ThresholdsOutcome(results, source, datasets, parts=parts))
     outcome.notices += data_notes
+    skipped = parts_skipped(results, policies)
+    if skipped:
+        outcome.notices.append(skipped)
     if not any(r.held_out_split for r in results):
         outcome.notices.append(
             "No held-out split: the bounds shown are from the data that chose each "

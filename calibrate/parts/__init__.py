@@ -21,13 +21,14 @@ from calibrate.parts.evaluate import (
     evaluate_parts,
     part_problem,
 )
-from calibrate.parts.policy import PartPolicy, line_weights, part_policy
+from calibrate.parts.policy import DEPLOY, PartPolicy, line_weights, part_policy
 from calibrate.parts.search import GUARANTEE, JointChoice, choose_joint, choose_review_band
 from calibrate.parts.decide import (
     PartDecision,
     PartRow,
     part_decision,
     part_decisions_from_store,
+    parts_skipped,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "PartDecision",
     "PartFigures",
     "PartLimitCheck",
+    "DEPLOY",
     "PartPolicy",
     "PartProblem",
     "PartRow",
@@ -49,6 +51,7 @@ __all__ = [
     "part_data_from_store",
     "part_decision",
     "part_decisions_from_store",
+    "parts_skipped",
     "part_policy",
     "part_problem",
 ]

@@ -13,14 +13,17 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from calibrate.errors import InputError
 from calibrate.parts.data import PartData, part_data_from_store
 from calibrate.parts.evaluate import PartFigures, evaluate_parts, part_problem
-from calibrate.parts.policy import PartPolicy, part_policy
+from calibrate.parts.policy import DEPLOY, PartPolicy, part_policy
 from calibrate.parts.search import GUARANTEE, JointChoice, choose_joint, choose_review_band
 from calibrate.policy import PolicySet
 
-__all__ = ["PartDecision", "PartRow", "part_decision", "part_decisions_from_store"]
+__all__ = ["PartDecision", "PartRow", "part_decision", "part_decisions_from_store",
+           "parts_skipped"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class PartDecision:
     held_out_split : str or None
     notes : tuple of str
         Assumptions the figures rest on (prevalence, refused labels, the guarantee).
+    next_score_below : dict of str to float or None
+        Per label, the largest calibration score below the deployed reject cutoff (any
+        value in between makes the same decisions: what exporters may round to).
     """
 
     detector: str
@@ -74,6 +80,16 @@ class PartDecision:
     rows: tuple[PartRow, ...]
     held_out_split: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    next_score_below: dict = field(default_factory=dict)
+
+    @property
+    def deployed(self) -> PartRow:
+        """The row the policy's ``deploy`` names (the cutoffs exports write)."""
+        row = self.row(DEPLOY[self.policy.deploy])
+        if row is None:  # pragma: no cover - the policy check makes review_band have a row
+            raise InputError(f"{self.detector} {self.model_version}: no {self.policy.deploy} "
+                             "cutoffs were chosen.")
+        return row
 
     def row(self, name: str) -> PartRow | None:
         """The row called ``name``, or None."""
@@ -84,7 +100,16 @@ class PartDecision:
         return {"detector": self.detector, "model_version": self.model_version,
                 "labels": list(self.labels), "policy": self.policy.to_dict(),
                 "held_out_split": self.held_out_split, "guarantee": GUARANTEE,
-                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes)}
+                "rows": [r.to_dict() for r in self.rows], "notes": list(self.notes),
+                "deploy": self.policy.deploy, "deployed": self._deployed_dict()}
+
+    def _deployed_dict(self) -> dict[str, Any]:
+        f = self.deployed.calibration
+        return {"row": self.deployed.name,
+                "reject_cutoffs": dict(zip(self.labels, f.reject_cutoffs)),
+                "review_cutoffs": (None if f.review_cutoffs is None
+                                   else dict(zip(self.labels, f.review_cutoffs))),
+                "next_score_below": dict(self.next_score_below)}
 
 
 def _deployed(result) -> float:
@@ -92,6 +117,16 @@ def _deployed(result) -> float:
     or uncalibrated (nothing is exported for it, so nothing fires on the line)."""
     c = result.choice
     return math.inf if c is None or not c.deployable else float(c.threshold)
+
+
+def _next_below(data: PartData, cutoffs) -> dict:
+    """Per label: the largest calibration score strictly below its cutoff (None: none)."""
+    out = {}
+    for j, lab in enumerate(data.labels):
+        col = data.scores[:, j]
+        below = col[(col < cutoffs[j]) & np.isfinite(col)]
+        out[lab] = float(below.max()) if below.size else None
+    return out
 
 
 def part_decision(calibration: PartData, held_out: PartData | None, policies: PolicySet,
@@ -148,8 +183,10 @@ def part_decision(calibration: PartData, held_out: PartData | None, policies: Po
     if pol.has_review:
         notes.append("a reviewed part is assumed judged correctly by the person; review "
                      "capacity is judged on the expected share of line parts")
+    deployed = next(r for r in rows if r.name == DEPLOY[pol.deploy])
     return PartDecision(detector, model_version, calibration.labels, pol, tuple(rows),
-                        held_out_split, tuple(notes))
+                        held_out_split, tuple(notes),
+                        _next_below(calibration, deployed.calibration.reject_cutoffs))
 
 
 def part_decisions_from_store(store, results, policies: PolicySet, *,
@@ -175,8 +212,7 @@ def part_decisions_from_store(store, results, policies: PolicySet, *,
         cannot be read is left out (an ``InputError`` naming why becomes a warning).
     """
     calibrated = [r for r in results if r.choice is not None]
-    if not policies.part or not calibrated or any(
-            r.choice.action != "reject" for r in calibrated):
+    if not policies.part or not calibrated or parts_skipped(results, policies):
         return []
     pol = part_policy(policies)
     by_version: dict[tuple[str, str], list] = {}
@@ -198,3 +234,31 @@ def part_decisions_from_store(store, results, policies: PolicySet, *,
         except InputError as exc:
             warnings.warn(f"no part-level figures for {det} {ver}: {exc}", stacklevel=2)
     return out
+
+
+def parts_skipped(results, policies: PolicySet) -> str | None:
+    """Why a policy with a ``[part]`` table gets no part-level figures, or None.
+
+    The station model (scrap a part when any label fires) holds only when every label
+    acts ``reject``; a label that acts ``accept`` (fire = the part is good) does not fit
+    it, so the figures are left out, and this says so instead of leaving them out silently.
+
+    Parameters
+    ----------
+    results : list of LabelThreshold
+    policies : PolicySet
+
+    Returns
+    -------
+    str or None
+    """
+    if not policies.part:
+        return None
+    accept = sorted({r.label for r in results
+                     if r.choice is not None and r.choice.action != "reject"})
+    if not accept:
+        return None
+    return ("no whole-part figures: the policy has a [part] table, but "
+            + ", ".join(accept) + " act(s) \"accept\" (a firing label passes the part), "
+            "while the part-level figures assume the station scraps a part when any label "
+            "fires; set action = \"reject\" for every label to get them.")

@@ -12,6 +12,7 @@ band (``review_cost``, ``max_review_fraction``) and the line's share of defectiv
     review_cost = 0.3               # a person looks at the part (optional)
     max_review_fraction = 0.05      # at most 5% of the line's parts go to review
     # prevalence = 0.06             # share of defective parts; default: from the labels'
+    deploy = "joint"                # which cutoffs exports write: per_label | joint | review_band
     [part.false_accept_weights]
     crack = 5                       # shipping a crack costs 5x cost_false_accept
 
@@ -31,7 +32,11 @@ from calibrate.checks import check_confidence, check_cost, check_prevalence, che
 from calibrate.errors import InputError
 from calibrate.policy import PolicyError, PolicySet
 
-__all__ = ["PartPolicy", "line_weights", "part_policy"]
+__all__ = ["DEPLOY", "PartPolicy", "line_weights", "part_policy"]
+
+#: The cutoff sets a ``[part]`` policy can deploy (``deploy = ...``), and the name of the
+#: :class:`calibrate.parts.PartRow` each one is.
+DEPLOY = {"per_label": "per-label", "joint": "joint", "review_band": "review band"}
 
 
 def _checked(key: str, check, *args):
@@ -68,6 +73,11 @@ class PartPolicy:
     false_accept_weights : dict of str to float
         Per defect type, a multiplier of ``cost_false_accept`` (default 1); a part with
         several defects takes the largest.
+    deploy : {"per_label", "joint", "review_band"}, default "per_label"
+        Which cutoffs the exports write: each label's own choice, the joint choice, or
+        the review band (``review_band`` needs ``review_cost``). Exporters that hold one
+        cutoff per label write the band's reject cutoff and say that the review band is
+        lost.
     """
 
     cost_false_accept: float
@@ -79,8 +89,15 @@ class PartPolicy:
     confidence: float = 0.95
     prevalence: float | None = None
     false_accept_weights: dict = field(default_factory=dict)
+    deploy: str = "per_label"
 
     def __post_init__(self) -> None:
+        if self.deploy not in DEPLOY:
+            raise PolicyError(f"deploy must be one of {', '.join(map(repr, DEPLOY))}, got "
+                              f"{self.deploy!r}.", "deploy")
+        if self.deploy == "review_band" and self.review_cost is None:
+            raise PolicyError('deploy = "review_band" needs review_cost (the cost of one '
+                              "reviewed part); set it or deploy \"joint\".", "deploy")
         for name in ("cost_false_accept", "cost_false_reject"):
             _checked(name, check_cost, getattr(self, name), name)
         if self.cost_false_accept == 0 and self.cost_false_reject == 0:

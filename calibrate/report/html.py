@@ -38,7 +38,7 @@ from typing import Any
 
 from calibrate.errors import InputError
 from calibrate.io import atomic_write_bytes, atomic_write_text, ensure_folder
-from calibrate.parts import part_decisions_from_store
+from calibrate.parts import part_decisions_from_store, parts_skipped
 from calibrate.policy import PolicySet, by_action, error_names
 from calibrate.report import figures as F
 from calibrate.report.explorer import explorer_data
@@ -610,6 +610,7 @@ def build_report(
         notes=notes,
         outputs=[(w, str(p)) for w, p in outputs],
         part_blocks=part_blocks(parts),
+        parts_skipped=parts_skipped(results, policies),
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],
         **_provenance(store, set(keys), dataset, results),
     )

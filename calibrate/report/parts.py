@@ -43,7 +43,8 @@ def part_blocks(decisions) -> list[dict]:
     -------
     list of dict
         ``title``, ``rows`` (name, calibration and held-out figures, method),
-        ``cutoffs`` (per label, one cell per row), ``notes``, ``held_split``.
+        ``cutoffs`` (per label, one cell per row), ``notes``, ``held_split``,
+        ``deployed`` (the row the policy's ``deploy`` names) and ``deploy``.
     """
     blocks = []
     for d in decisions:
@@ -67,6 +68,7 @@ def part_blocks(decisions) -> list[dict]:
         blocks.append(dict(
             title=f"{d.detector} {d.model_version}", rows=rows, cutoffs=cutoffs,
             names=[r.name for r in d.rows], held_split=d.held_out_split,
+            deployed=d.deployed.name, deploy=d.policy.deploy,
             notes=list(d.notes), cheapest=cheapest.name, n_good=f"{first.n_good:,}",
             n_defective=f"{first.n_defective:,}", prevalence=f"{first.prevalence:.3g}"))
     return blocks
