@@ -205,7 +205,7 @@ def test_json_output_and_summary_carry_the_part_figures(joint_run, parts_store, 
     md = (rep / "summary.md").read_text()
     for version in VERSIONS:
         block = md.split(f"Whole parts, surface-defect {version}")[1]
-        for word in ("**per-label**", "**joint** (deployed)", "held-out test",
+        for word in ("**per-label**", "**joint** (deployed)", "held-out: test",
                      'deploy = "joint"', "good parts scrapped", "cost / part"):
             assert word in block, word
         joint = next(p for p in data["parts"] if p["model_version"] == version)["rows"][1]
