@@ -76,6 +76,8 @@ from calibrate import stats
 from calibrate.checks import check_number
 from calibrate.curves import ErrorCurve, error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
+from calibrate.parts import PartFigures, PartPolicy, evaluate_parts, part_data_from_store
+from calibrate.parts import part_problem
 from calibrate.policy import Policy
 from calibrate.thresholds_file import ThresholdEntry, ThresholdsFile
 from calibrate.thresholds import (
@@ -472,6 +474,12 @@ class CheckReport:
         The split of the candidate data (None: all images).
     max_regret, max_cost_increase : float or None
         The tolerances that applied (None: off).
+    parts : PartFigures or None
+        Whole parts at the deployed per-label cutoffs on the candidate's data, when the
+        thresholds file recorded part-level figures (its policy had a ``[part]`` table).
+        Shown beside the per-label verdicts; not a pass criterion.
+    parts_deployed : dict or None
+        The file's recorded part-level figures of the same cutoffs (calibration data).
     """
 
     detector: str
@@ -481,6 +489,28 @@ class CheckReport:
     split: str | None = None
     max_regret: float | None = DEFAULT_MAX_REGRET
     max_cost_increase: float | None = None
+    parts: PartFigures | None = None
+    parts_deployed: dict | None = None
+
+    def parts_lines(self) -> list[str]:
+        """Whole-part figures at the deployed cutoffs, candidate beside deployed."""
+        if self.parts is None:
+            return []
+        f, d = self.parts, self.parts_deployed or {}
+
+        def pct(x):
+            return f"{100 * float(x):.3g}%"
+
+        line = (f"Whole parts at the deployed cutoffs on {self.candidate_version}: scraps "
+                f"{pct(f.false_reject_rate)} (up {pct(f.false_reject_rate_upper)}) of good "
+                f"parts, ships {pct(f.false_accept_rate)} (up "
+                f"{pct(f.false_accept_rate_upper)}) of defective parts, cost "
+                f"{f.expected_cost:.3g} per part")
+        if d:
+            line += (f"; recorded for {self.deployed_version}: scraps "
+                     f"{pct(d['false_reject_rate'])}, ships {pct(d['false_accept_rate'])}, "
+                     f"cost {float(d['expected_cost']):.3g}")
+        return [line + " (for information; not a pass criterion)."]
 
     @property
     def outcome(self) -> str:
@@ -516,6 +546,8 @@ class CheckReport:
             "outcome": self.outcome, "passed": self.passed, "exit_code": self.exit_code,
             "max_regret": self.max_regret, "max_cost_increase": self.max_cost_increase,
             "labels": [r.to_dict() for r in self.results],
+            **({"parts": {"candidate": self.parts.to_dict(), "deployed": self.parts_deployed}}
+               if self.parts is not None else {}),
         }
 
     def to_markdown(self) -> str:
@@ -543,6 +575,7 @@ class CheckReport:
             if rows:
                 lines += ["", f"{heading}:"]
                 lines += [f"- `{r.label}`: {r.reasons_text()}" for r in rows]
+        lines += ["", *self.parts_lines()] if self.parts is not None else []
         return "\n".join(lines) + "\n"
 
     def to_junit_xml(self) -> str:
@@ -731,8 +764,31 @@ def check_thresholds(
             f"the candidate emits {label!r}, which has no deployed threshold; "
             "calibrate it before deploying.",
         )]))
+    parts, parts_deployed = _part_figures(tf, store, entries, det, dep_version,
+                                          model_version, split)
     return CheckReport(det, model_version, dep_version, results, split=split,
-                       max_regret=tol_regret, max_cost_increase=tol_cost)
+                       max_regret=tol_regret, max_cost_increase=tol_cost, parts=parts,
+                       parts_deployed=parts_deployed)
+
+
+def _part_figures(tf: ThresholdsFile, store, entries, det: str, dep_version: str,
+                  model_version: str, split: str | None):
+    """The deployed per-label cutoffs evaluated on the candidate's parts as a whole,
+    when the file recorded part-level figures (else ``(None, None)``)."""
+    rec = next((p for p in tf.parts if p.get("detector") == det
+                and p.get("model_version") == dep_version), None)
+    labels = [e.label for e in entries]
+    if rec is None or any(e.policy is not None and e.policy.action != "reject"
+                          for e in entries):
+        return None, None
+    known = PartPolicy.__dataclass_fields__
+    pol = PartPolicy(**{k: v for k, v in rec.get("policy", {}).items() if k in known})
+    data = part_data_from_store(store, det, model_version, labels=labels, split=split)
+    prob = part_problem(data, pol, {e.label: e.policy for e in entries if e.policy})
+    cut = {e.label: (e.threshold if e.deployable and e.threshold is not None else math.inf)
+           for e in entries}
+    row = next((r for r in rec.get("rows", []) if r.get("name") == "per-label"), {})
+    return evaluate_parts(prob, cut), row.get("calibration")
 
 
 def _gate_refused(gate: LabelGate, curve, policy: Policy, model_version: str) -> LabelGate:

@@ -406,6 +406,9 @@ class PolicySet:
     source: str = "policy"
     locator: Any = field(default=None, repr=False, compare=False)
     overridden: frozenset = field(default=frozenset(), repr=False, compare=False)
+    #: The ``[part]`` table as written (whole-part costs, limits and review band); it is
+    #: checked by :func:`calibrate.parts.part_policy`, which names its lines.
+    part: dict = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> PolicySet:
@@ -416,7 +419,7 @@ class PolicySet:
         """A copy whose defaults are updated with ``overrides`` (None values ignored)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return PolicySet({**self.defaults, **given}, self.labels, self.source, self.locator,
-                         self.overridden | set(given))
+                         self.overridden | set(given), self.part)
 
     def for_label(self, label: str) -> Policy:
         """The policy of ``label``: defaults, then the label's own table.
@@ -532,13 +535,16 @@ def load_policy_file(path) -> PolicySet:
     """
     data, loc = load_toml(path, "policy file")
     p = loc.path
-    unknown = sorted(set(data) - {"defaults", "labels"})
+    unknown = sorted(set(data) - {"defaults", "labels", "part"})
     if unknown:
         raise loc.error(
             (unknown[0],),
-            f"policy file {p}: unknown table(s) {', '.join(unknown)}; use [defaults] and "
-            "[labels.<label name>].",
+            f"policy file {p}: unknown table(s) {', '.join(unknown)}; use [defaults], "
+            "[labels.<label name>] and [part].",
         )
+    part = data.get("part", {})
+    if not isinstance(part, dict):
+        raise loc.error(("part",), f"policy file {p}: [part] must be a table of keys.")
     defaults = data.get("defaults", {})
     labels = data.get("labels", {})
     if not isinstance(defaults, dict) or not isinstance(labels, dict) or not all(
@@ -560,4 +566,5 @@ def load_policy_file(path) -> PolicySet:
                 f"{', '.join(sorted(known))}.",
                 path=p, line=line, key=".".join(map(str, path + (bad[0],))),
             )
-    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p), loc)
+    return PolicySet(dict(defaults), {k: dict(v) for k, v in labels.items()}, str(p), loc,
+                     part=dict(part))

@@ -57,6 +57,7 @@ from calibrate.errors import InputError
 from calibrate import export
 from calibrate.io import ensure_folder
 from calibrate.manifest import read_manifest
+from calibrate.parts import part_decisions_from_store, part_policy
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.report.html import build_report
 from calibrate.runner import RunOptions, score_dataset
@@ -88,7 +89,7 @@ __all__ = [
 EXPORT_TARGETS = export.TARGETS
 
 _TOP_KEYS = ("name", "dataset", "store", "split", "held_out", "report", "policy",
-             "detectors", "run", "defaults", "labels", "export")
+             "detectors", "run", "defaults", "labels", "part", "export")
 _DETECTOR_KEYS = ("detector", "model_version", "options")
 # force would re-score everything on every run, defeating resumability; progress is a
 # property of the terminal, not of the study.
@@ -376,8 +377,11 @@ def _read_policies(r: _Reader, data: dict) -> PolicySet:
     defaults = dict(r.table(("defaults",), data.get("defaults", {})))
     labels = {label: dict(r.table(("labels", label), tbl))
               for label, tbl in r.table(("labels",), data.get("labels", {})).items()}
-    own = PolicySet(defaults, labels, str(r.path)).check_keys(r.loc)
+    part = dict(r.table(("part",), data.get("part", {})))
+    own = PolicySet(defaults, labels, str(r.path), part=part).check_keys(r.loc)
     if "policy" not in data:
+        if part:
+            part_policy(own, locator=r.loc)  # a bad [part] key names its line
         return own.check_values(r.loc)
     if not isinstance(data["policy"], str):
         raise r.err(("policy",), "must be the path of a policy file (a string).")
@@ -389,7 +393,14 @@ def _read_policies(r: _Reader, data: dict) -> PolicySet:
     for label, tbl in labels.items():
         merged[label] = {**merged.get(label, {}), **tbl}
     combined = PolicySet({**base.defaults, **defaults}, merged,
-                         f"{r.path} with {base.source}")
+                         f"{r.path} with {base.source}", part={**base.part, **part})
+    if combined.part:
+        try:
+            part_policy(combined, locator=r.loc)
+        except InputError as exc:  # a key of the policy file's [part]: name that file
+            if part:
+                raise
+            raise r.err(("policy",), str(exc)) from None
     # Values from the policy file have no line in the study file: their table's line,
     # or the "policy" key's, stands for them.
     return combined.check_values(r.loc)
@@ -413,6 +424,8 @@ class StudyResult:
     runs : list of calibrate.runner.RunSummary
         One per detector version, in study order.
     thresholds : list of LabelThreshold
+    parts : list of calibrate.parts.PartDecision
+        Whole-part figures per version (when the policy has a ``[part]`` table).
     thresholds_file : Path or None
     exports : list of (target, Path)
     report : calibrate.report.html.ReportResult or None
@@ -430,6 +443,7 @@ class StudyResult:
     status: str = "complete"
     runs: list = field(default_factory=list)
     thresholds: list[LabelThreshold] = field(default_factory=list)
+    parts: list = field(default_factory=list)
     thresholds_file: Path | None = None
     exports: list[tuple[str, Path]] = field(default_factory=list)
     report: Any = None
@@ -471,6 +485,15 @@ class StudyResult:
             out.append(f"summary: {self.report.markdown_path}")
             out.append(f"figures: {len(self.report.figure_paths)} files in "
                        f"{self.report.html_path.parent / 'figures'}")
+        for d in self.parts:
+            for row in d.rows:
+                f = row.calibration
+                out.append(f"whole parts {d.detector} {d.model_version}, {row.name} cutoffs: "
+                           f"scraps {f.false_reject_rate:.1%} of good parts, ships "
+                           f"{f.false_accept_rate:.1%} of defective parts"
+                           + (f", reviews {f.line_review_fraction:.1%} of the line"
+                              if f.review_cutoffs is not None else "")
+                           + f", cost {f.expected_cost:.3g} per part")
         not_met = [t for t in self.thresholds if t.choice is not None and not t.choice.limits_met]
         problems = [t for t in self.thresholds if t.choice is None]
         out += [_unmet_line(t) for t in not_met]
@@ -556,6 +579,7 @@ def _write_outputs(study: Study, labeled, store, keys, result: StudyResult) -> l
     tf = thresholds_file_from_results(
         result.thresholds, source=str(study.store),
         datasets={k: (labeled.name, labeled.fingerprint) for k in keys},
+        parts=result.parts,
     )
     own = next((e.path for e in study.exports if e.to == "thresholds"), None)
     tf_path = own or study.report_dir / "thresholds.json"
@@ -628,13 +652,15 @@ def run_study(study, *, progress: bool = True, run_options=None,
                 store, study.policies, detector=det_name, model_version=ver,
                 dataset=labeled.name, split=study.split, held_out=study.held_out,
             )
+        result.parts = part_decisions_from_store(
+            store, result.thresholds, study.policies, dataset=labeled.name, split=study.split)
         outputs = _write_outputs(study, labeled, store, keys, result)
         result.report = build_report(
             store, study.policies, study.report_dir, keys=keys, split=study.split,
             dataset=labeled.name, title=f"Calibration report: {study.name}",
             results=result.thresholds, outputs=outputs,
             extra_provenance=[("study file", study.path), ("manifest", labeled.source)],
-            workers=workers,
+            workers=workers, parts=result.parts,
         )
     result.elapsed = time.monotonic() - t0
     return result

@@ -299,6 +299,11 @@ class ThresholdsFile:
         (``calibrate calibration --add-to``; see
         :meth:`calibrate.score_meaning.LabelCalibration.to_dict`). Informational: no
         exporter reads it.
+    parts : tuple of dict
+        Whole-part figures per detector version (:meth:`calibrate.parts.PartDecision.to_dict`):
+        what the line scraps, ships and reviews with the per-label cutoffs, the joint
+        cutoffs and the review band (both cutoffs per label), calibration and held-out.
+        Recorded for the record; exporters read ``entries``.
     """
 
     entries: tuple[ThresholdEntry, ...]
@@ -306,6 +311,7 @@ class ThresholdsFile:
     tool_version: str = ""
     source: str = ""
     score_meaning: tuple[dict, ...] = ()
+    parts: tuple = ()
 
     def labels(self) -> list[str]:
         """Labels in file order (a label may appear once per detector and version)."""
@@ -418,6 +424,7 @@ class ThresholdsFile:
             "labels": [e.to_dict() for e in self.entries],
             **({"score_meaning": [_compact(jsonable(m)) for m in self.score_meaning]}
                if self.score_meaning else {}),
+            **({"parts": [jsonable(_compact(p)) for p in self.parts]} if self.parts else {}),
         }
 
 
@@ -426,6 +433,7 @@ def thresholds_file_from_results(
     *,
     source: str = "",
     datasets: dict[tuple[str, str], tuple[str, str]] | None = None,
+    parts=(),
 ) -> ThresholdsFile:
     """Build a thresholds file from :func:`calibrate.thresholds.choose_thresholds` results.
 
@@ -439,6 +447,8 @@ def thresholds_file_from_results(
         Where the scores came from.
     datasets : dict, optional
         ``(detector, model_version) -> (dataset name, dataset fingerprint)``.
+    parts : sequence of PartDecision, optional
+        Whole-part figures to record (see :mod:`calibrate.parts`).
     """
     entries = []
     for r in results:
@@ -467,7 +477,8 @@ def thresholds_file_from_results(
                 data_warnings=tuple(r.data_warnings),
             )
         )
-    return ThresholdsFile(tuple(entries), tool_version=__version__, source=source)
+    return ThresholdsFile(tuple(entries), tool_version=__version__, source=source,
+                          parts=tuple(p.to_dict() for p in parts))
 
 
 def _format_of(path: Path) -> str:
@@ -684,12 +695,16 @@ def read_thresholds_file(path) -> ThresholdsFile:
             raise InputError(f"{where}: a second entry for {entry.detector} {entry.model_version} {entry.label}.")
         seen.add(entry.key)
         entries.append(entry)
+    parts = data.get("parts", [])
+    if not isinstance(parts, list) or not all(isinstance(x, dict) for x in parts):
+        raise InputError(f"{p}: \"parts\" must be a list of tables (whole-part figures).")
     return ThresholdsFile(
         tuple(entries),
         created_at=str(data.get("created_at", "")),
         tool_version=str(data.get("tool_version", "")),
         source=str(data.get("source", "")),
         score_meaning=_score_meaning(data.get("score_meaning", []), f"{p}: score_meaning"),
+        parts=tuple(parts),
     )
 
 

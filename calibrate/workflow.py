@@ -19,6 +19,7 @@ from typing import Any
 from calibrate.detectors.registry import make_detector
 from calibrate.errors import CalibrateError, InputError
 from calibrate.manifest import read_manifest, read_scores_table
+from calibrate.parts import PartDecision, part_decisions_from_store, part_policy, parts_skipped
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.pricing import estimate_cost
 from calibrate.runner import RunOptions, plan_run, score_dataset
@@ -39,6 +40,7 @@ __all__ = [
     "data_notices",
     "existing_store",
     "named_dataset_provenance",
+    "part_decisions",
     "open_detector",
     "policies_from",
     "prevalence_notices",
@@ -96,6 +98,8 @@ def policies_from(path=None, overrides: dict[str, Any] | None = None, *,
     """
     if path is not None:
         policies = load_policy_file(path)
+        if policies.part:
+            part_policy(policies)  # a bad [part] key fails now, naming its line
     elif default is not None:
         policies = default
     elif not any(v is not None for v in (overrides or {}).values()):
@@ -196,12 +200,16 @@ class ThresholdsOutcome:
     notices : list of str
         Assumptions the numbers rest on that the user did not state (a prevalence taken
         from the sample, no held-out split), to be shown wherever the numbers are.
+    parts : list of PartDecision
+        Whole-part figures per detector version (per-label, joint, review band), when
+        the policy has a ``[part]`` table and every label scraps the part when it fires.
     """
 
     results: list[LabelThreshold]
     source: str
     datasets: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    parts: list[PartDecision] = field(default_factory=list)
 
     @property
     def refused(self) -> list[LabelThreshold]:
@@ -267,9 +275,13 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
         datasets = named_dataset_provenance(st, store_provenance(st), dataset)
         splits = st.splits(dataset)
         data_notes = data_notices(st, results, dataset)
+        parts = part_decisions(st, results, policies, dataset=dataset, split=split)
     source = str(path) + (f" (split {split})" if split else "")
-    outcome = _non_empty(ThresholdsOutcome(results, source, datasets))
+    outcome = _non_empty(ThresholdsOutcome(results, source, datasets, parts=parts))
     outcome.notices += data_notes
+    skipped = parts_skipped(results, policies)
+    if skipped:
+        outcome.notices.append(skipped)
     if not any(r.held_out_split for r in results):
         outcome.notices.append(
             "No held-out split: the bounds shown are from the data that chose each "
@@ -279,6 +291,16 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
                " (give the manifest a 'split' column to hold images out)."))
     outcome.notices += prevalence_notices(results)
     return outcome
+
+
+def part_decisions(store, results: list[LabelThreshold], policies: PolicySet, *,
+                   dataset: str | None = None, split: str | None = None) -> list[PartDecision]:
+    """Whole-part figures of every version in ``results`` when the policy asks for them.
+
+    Computed when the policy has a ``[part]`` table and every calibrated label acts
+    ``reject`` (the station scraps a part when any label fires); otherwise none.
+    """
+    return part_decisions_from_store(store, results, policies, dataset=dataset, split=split)
 
 
 def named_dataset_provenance(store, datasets: dict[tuple[str, str], tuple[str, str]],
@@ -470,5 +492,5 @@ def write_thresholds(outcome: ThresholdsOutcome, path) -> Path | None:
     if not outcome.calibrated:
         return None
     tf = thresholds_file_from_results(outcome.results, source=outcome.source,
-                                      datasets=outcome.datasets)
+                                      datasets=outcome.datasets, parts=outcome.parts)
     return write_thresholds_file(tf, path)

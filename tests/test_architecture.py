@@ -31,6 +31,7 @@ LAYERS = [
     ["policy"],
     ["thresholds"],
     ["bootstrap"],
+    ["parts"],
     ["probability", "reliability", "score_meaning"],
     ["thresholds_file"],
     ["store", "manifest", "scores_table", "samples", "datasets", "pricing"],

@@ -68,8 +68,8 @@ def test_thresholds_show_four_significant_digits_and_json_stays_exact(parts_stor
     table = cli(120, "thresholds", "--store", store, "--policy", PARTS_POLICY,
                 "--model-version", "v2")
     rows = json.loads(cli(120, "thresholds", "--store", store, "--policy", PARTS_POLICY,
-                          "--model-version", "v2", "--format", "json").stdout)
-    for row in rows:
+                          "--model-version", "v2", "--format", "json").stdout)["labels"]
+    for row in rows:  # a [part] policy: {"labels": rows, "parts": ..., "parts_skipped": ...}
         exact = row["threshold"]
         assert len(repr(exact).lstrip("0.")) > 6  # the file and JSON keep every digit
         line = next(x for x in table.stdout.splitlines() if x.startswith(row["label"] + " "))

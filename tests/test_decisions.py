@@ -120,7 +120,9 @@ def test_cli_table_and_json_show_held_out_beside_calibration(parts, tmp_path):
     assert "crack" in proc.stdout and "on test" in proc.stdout
     res = runner.invoke(app, ["thresholds", "--store", str(parts), "--policy", refusing,
                               "--split", "calibration", "--format", "json"])
-    rows = json.loads(res.stdout)
+    out = json.loads(res.stdout)  # a [part] policy: label rows beside the part figures
+    assert {p["model_version"] for p in out["parts"]} == {"v1", "v2"}
+    rows = out["labels"]
     for row in rows:
         assert row["held_out"]["split"] == "test"
         assert row["held_out"]["threshold"] == row["threshold"]

@@ -6,6 +6,11 @@
 * :mod:`calibrate.export.rekognition` - per-label ``MinConfidence`` maps (0-100).
 * :mod:`calibrate.export.alibaba_imm` - per-label/attribute threshold maps (0-1).
 
+Which cutoff is written (:mod:`calibrate.export.deployed`): each label's own, unless a
+``[part]`` policy deploys the joint cutoffs or a review band; then the per-label targets
+write those (a review band's reject cutoff, with a note naming the labels whose review
+band is lost) and the thresholds file keeps both cutoffs under ``parts[].deployed``.
+
 What no exporter writes (:mod:`calibrate.export.decisions`): a label whose policy
 refuses it (unproven limits, ``if_limit_unproven = "refuse"``) is left out and reported
 in :attr:`ExportResult.refused`, one line each, while every other label is written; a
@@ -23,6 +28,7 @@ from pathlib import Path
 from calibrate.errors import InputError
 from calibrate.export import viam
 from calibrate.export.alibaba_imm import threshold_map
+from calibrate.export.deployed import deployed_file
 from calibrate.export.rekognition import min_confidence_map
 from calibrate.io import atomic_write_text
 from calibrate.thresholds_file import (
@@ -52,11 +58,19 @@ def _thresholds(tf: ThresholdsFile, path, *, store, detector, model_version, **o
     if detector or model_version:
         tf = ThresholdsFile(tuple(tf.select(detector, model_version, calibrated_only=False)),
                             tf.created_at, tf.tool_version, tf.source)
-    # calibrate's own record keeps every entry, refused and uncalibrated ones included.
-    return ExportResult(write_thresholds_file(tf, path), [])
+    # calibrate's own record keeps every entry, refused and uncalibrated ones included,
+    # and the deployed part-level cutoffs (both of a review band) under parts[].deployed.
+    notes = [f"{p['detector']} {p['model_version']}: entries keep each label's own cutoff; "
+             f"the deployed {p['deployed']['row']} cutoffs (deploy = \"{p['deploy']}\""
+             + (", T_low and T_high per label" if p["deployed"].get("review_cutoffs") else "")
+             + ") are under parts[].deployed." for p in tf.parts
+             if p.get("deploy", "per_label") != "per_label" and p.get("deployed")]
+    return ExportResult(write_thresholds_file(tf, path), notes)
 
 
 def _viam(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    tf, deploy_notes = deployed_file(tf, target="Viam", detector=detector,
+                                     model_version=model_version)
     entries = viam._one_version(tf, detector, model_version)
     emitted = None
     if store is not None:
@@ -74,18 +88,25 @@ def _viam(tf: ThresholdsFile, path, *, store, detector, model_version, **options
     )
     if machine_config is not None:
         diff = viam.merge_into_machine_config(machine_config, service, exp, dry_run=dry_run)
-        return ExportResult(Path(machine_config), exp.warnings, diff, dry_run, exp.refused)
+        return ExportResult(Path(machine_config), deploy_notes + exp.warnings, diff, dry_run,
+                            exp.refused)
     fragment = viam.service_fragment(exp, name=service, mlmodel_name=mlmodel_name)
-    return _write_json(path, "viam", fragment, exp.warnings, exp.refused)
+    return _write_json(path, "viam", fragment, deploy_notes + exp.warnings, exp.refused)
 
 
 def _rekognition(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    tf, deploy_notes = deployed_file(tf, target="Rekognition", detector=detector,
+                                     model_version=model_version)
     data = min_confidence_map(tf, detector=detector, model_version=model_version, **options)
+    data["notes"] = deploy_notes + data["notes"]
     return _write_json(path, "rekognition", data, data["notes"], data["refused"].values())
 
 
 def _alibaba_imm(tf: ThresholdsFile, path, *, store, detector, model_version, **options):
+    tf, deploy_notes = deployed_file(tf, target="IMM", detector=detector,
+                                     model_version=model_version)
     data = threshold_map(tf, detector=detector, model_version=model_version, **options)
+    data["notes"] = deploy_notes + data["notes"]
     return _write_json(path, "alibaba-imm", data, data["notes"], data["refused"].values())
 
 

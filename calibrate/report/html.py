@@ -38,9 +38,11 @@ from typing import Any
 
 from calibrate.errors import InputError
 from calibrate.io import atomic_write_bytes, atomic_write_text, ensure_folder
+from calibrate.parts import part_decisions_from_store, parts_skipped
 from calibrate.policy import PolicySet, by_action, error_names
 from calibrate.report import figures as F
 from calibrate.report.explorer import explorer_data
+from calibrate.report.parts import part_blocks
 from calibrate.report.figures.base import OPTION_TITLES, shown_option, threshold_kind
 from calibrate.report.meaning import meaning_sections
 from calibrate.store import ScoreStore
@@ -532,6 +534,7 @@ def build_report(
     outputs: list[tuple[str, str]] = (),
     extra_provenance: list[tuple[str, str]] = (),
     workers: int | None = None,
+    parts=None,
 ) -> ReportResult:
     """Write the report for exact ``(detector, model_version)`` keys of an open store.
 
@@ -561,6 +564,9 @@ def build_report(
     workers : int, optional
         Processes that draw figures (default: up to 4, one per CPU, on Linux; 1 draws
         in this process, as on other systems).
+    parts : list of PartDecision, optional
+        Whole-part figures already computed; computed here when omitted and the policy
+        has a ``[part]`` table.
 
     Returns
     -------
@@ -598,6 +604,9 @@ def build_report(
     _remove_stale(fig_dir, written)
 
     decisions = _decision_blocks(results, keys)
+    if parts is None:
+        parts = part_decisions_from_store(store, results, policies, dataset=dataset,
+                                          split=split)
     _attach_examples(store, sections, results, decisions, split, dataset)
     context = dict(
         title=title or f"Calibration report: {store.path.stem}",
@@ -617,6 +626,8 @@ def build_report(
         meanings=meanings,
         notes=notes,
         outputs=[(w, str(p)) for w, p in outputs],
+        part_blocks=part_blocks(parts),
+        parts_skipped=parts_skipped(results, policies),
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],
         **_provenance(store, set(keys), dataset, results),
     )
