@@ -27,7 +27,7 @@ LAYERS = [
     ["version", "errors", "secrets"],
     ["checks", "io", "tomlfile"],
     ["curves"],
-    ["stats"],
+    ["stats", "matching"],
     ["policy"],
     ["thresholds"],
     ["bootstrap"],
