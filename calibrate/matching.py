@@ -35,18 +35,21 @@ Boxes are ``(x_min, y_min, x_max, y_max)`` in pixels (pycocotools uses
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from calibrate.curves import CountTable
+from calibrate.curves import CountTable, ErrorCurve
 from calibrate.errors import InputError
 
 __all__ = [
     "BOX_COLUMNS",
     "DEFAULT_IOU_THRESHOLD",
+    "DetectionTable",
     "Matches",
     "box_iou",
+    "detection_curve",
     "match_detections",
 ]
 
@@ -239,6 +242,25 @@ def _crowd_absorbers(pair_det, pair_obj, pair_iou, n_det):
 # ---------------------------------------------------------------------------------------
 
 
+class DetectionTable(NamedTuple):
+    """A label's detection-level count table and what its per-image rates divide by.
+
+    Attributes
+    ----------
+    table : CountTable
+        Positives: objects keyed by their matching detection's score (``-inf`` if
+        missed); negatives: false detections keyed by their score.
+    n_images : int
+        Images counted (with and without objects of the label).
+    iou_threshold : float
+        The IoU at which detections were matched.
+    """
+
+    table: CountTable
+    n_images: int
+    iou_threshold: float
+
+
 @dataclass(frozen=True, eq=False)
 class Matches:
     """The outcome of matching: per detection and per ground-truth object.
@@ -307,6 +329,10 @@ class Matches:
             np.concatenate([np.ones(pos.size, np.int64), np.zeros(neg.size, np.int64)]),
             np.concatenate([np.zeros(pos.size, np.int64), np.ones(neg.size, np.int64)]),
         )
+
+    def detection_table(self, label) -> DetectionTable:
+        """:meth:`count_table` of ``label`` with ``n_images`` and the IoU threshold."""
+        return DetectionTable(self.count_table(label), self.n_images, self.iou_threshold)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per detection: image_id, label, score, outcome, object.
@@ -439,3 +465,47 @@ def match_detections(detections, objects, *, iou_threshold: float = DEFAULT_IOU_
         object_score=object_score,
         object_detection=object_detection,
     )
+
+
+def detection_curve(table: CountTable, n_images: int, label: str = "the label") -> ErrorCurve:
+    """The exact curve of a detection-level count table, for threshold choice.
+
+    At threshold ``thresholds[i]`` (keep detections with ``score >= T``):
+    ``false_negatives`` are missed objects and ``false_positives`` false detections;
+    ``n_positive`` is the number of ground-truth objects and ``n_negative`` the number
+    of images, so ``false_positive_rate`` is false detections per image. Unlike the
+    image unit, ``-inf`` is not a candidate: a missed object is missed whatever is
+    kept, so "keep every detection" is the lowest detection score.
+
+    Parameters
+    ----------
+    table : CountTable
+        From :meth:`Matches.count_table` or the store.
+    n_images : int
+        Images the table covers (with and without objects).
+    label : str
+        For error messages.
+
+    Raises
+    ------
+    InputError
+        When there are no images, no objects (the miss rate is undefined) or no
+        detections of the label (nothing to choose: only "keep none").
+    """
+    n_obj = table.total_positive
+    if n_images <= 0:
+        raise InputError(f"{label}: no images with ground-truth boxes to count detections on.")
+    if n_obj == 0:
+        raise InputError(
+            f"{label}: the ground truth has no (non-ignored) object of this label, so its "
+            "miss rate is undefined; add images with boxes of it, or use unit = \"image\".")
+    real = np.isfinite(table.scores)
+    if not real.any():
+        raise InputError(
+            f"{label}: the detector returned no detection of this label on the "
+            f"{n_images:,} images (none outside ignore regions), so every one of the "
+            f"{n_obj:,} objects is missed at any cutoff.")
+    scores = table.scores[real][::-1]
+    fp = np.cumsum(table.n_negative[real][::-1])
+    fn = n_obj - np.cumsum(table.n_positive[real][::-1])
+    return ErrorCurve(scores, fp, fn, int(n_obj), int(n_images))

@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.stats import fisher_exact
+from scipy.stats import binomtest, fisher_exact
 
 from calibrate import stats
 from calibrate.curves import CountTable, ErrorCurve, count_table, error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
+from calibrate.matching import DetectionTable, detection_curve
 from calibrate.policy import (
     ACTIONS,
     IF_LIMIT_UNPROVEN,
@@ -210,10 +211,57 @@ class ThresholdChoice:
         """The evaluated option ``name`` (see ``options``), or None."""
         return next((o.choice for o in self.options if o.name == name), None)
 
+    # -- the decision unit ---------------------------------------------------------------
+
+    @property
+    def unit(self) -> str:
+        """What one error is: ``"image"`` or ``"detection"`` (the policy's ``unit``)."""
+        return self.policy.unit
+
+    @property
+    def iou_threshold(self) -> float | None:
+        """IoU of matching at the detection unit; None at the image unit."""
+        return self.policy.matching_iou
+
+    @property
+    def n_objects(self) -> int | None:
+        """Detection unit: ground-truth objects (non-ignored); else None."""
+        return self.n_positive if self.policy.detection_unit else None
+
+    @property
+    def n_images(self) -> int:
+        """Images counted (at the image unit, positives plus negatives)."""
+        return self.n_negative if self.policy.detection_unit else self.n_positive + self.n_negative
+
+    @property
+    def missed_objects(self) -> int | None:
+        """Detection unit: objects no kept detection matched; else None."""
+        if not self.policy.detection_unit:
+            return None
+        return int(by_action(self.action, self.false_accepts, self.false_rejects)[0])
+
+    @property
+    def false_detections(self) -> int | None:
+        """Detection unit: kept detections that match no object; else None."""
+        if not self.policy.detection_unit:
+            return None
+        return int(by_action(self.action, self.false_accepts, self.false_rejects)[1])
+
+    @property
+    def true_detections(self) -> int | None:
+        """Detection unit: kept detections that match an object; else None."""
+        return None if self.missed_objects is None else self.n_positive - self.missed_objects
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, JSON-serialisable except that ``+inf`` stays a float."""
         d = {f.name: getattr(self, f.name) for f in fields(self)
              if f.name not in ("options", "limit_checks", "policy")}
+        d["unit"] = self.unit
+        if self.policy.detection_unit:
+            d.update(iou_threshold=self.iou_threshold, n_objects=self.n_objects,
+                     n_images=self.n_images, true_detections=self.true_detections,
+                     false_detections=self.false_detections,
+                     missed_objects=self.missed_objects)
         d["policy"] = self.policy.to_dict()
         d["limit_checks"] = [asdict(c) for c in self.limit_checks]
         d["options"] = [{"name": o.name, "meaning": o.meaning, **o.choice.to_dict()}
@@ -341,6 +389,25 @@ def _limit_checks(policy: Policy, errs) -> list[LimitCheck]:
     return checks
 
 
+def _detection_summary(policy: Policy, threshold: float, errs, bounds) -> str:
+    """The ok-case sentence at the detection unit: objects, detections, per image."""
+    missed, false_det = by_action(policy.action, errs.false_accepts, errs.false_rejects)
+    n_obj, n_img = by_action(policy.action, errs.n_false_accept, errs.n_false_reject)
+    miss_up, fd_up = by_action(policy.action, *bounds)
+    keeps = ("keep no detection" if math.isinf(threshold) and threshold > 0
+             else f"keep detections with score >= {threshold:.6g}")
+    return (
+        f"Cost-minimal rule per detection (IoU >= {policy.matching_iou:g}): {keeps} "
+        f"({policy.action} on fire); {n_obj - missed:,} true detections, {missed:,} of "
+        f"{n_obj:,} objects missed (miss rate {format_rate(missed / n_obj)}, exact upper "
+        f"{format_rate(miss_up)}), {false_det:,} false detections on {n_img:,} images "
+        f"({format_figure(false_det / n_img, 3)} per image, exact Poisson upper "
+        f"{format_figure(fd_up, 3)}: false detections per image are counts, not a "
+        f"binomial rate) at {policy.confidence:.0%} confidence, on the data that chose the "
+        "threshold (held-out figures are the honest ones)."
+    )
+
+
 def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: str) -> str:
     """One or two sentences a QC engineer can paste into a ticket."""
     conf = policy.confidence
@@ -365,6 +432,8 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
                 else ""
             )
         )
+    if not parts and policy.detection_unit:
+        parts.append(_detection_summary(policy, threshold, errs, bounds))
     if not parts:
         fires = ("never fire" if math.isinf(threshold) and threshold > 0
                  else f"fire at score >= {threshold:.6g}")
@@ -398,8 +467,7 @@ def _describe(
     n_pos, n_neg = curve.n_positive, curve.n_negative
     errs = policy.errors(fn, fp, n_pos, n_neg)
     conf = policy.confidence
-    fa_up = stats.clopper_pearson_upper(errs.false_accepts, errs.n_false_accept, conf)
-    fr_up = stats.clopper_pearson_upper(errs.false_rejects, errs.n_false_reject, conf)
+    fa_up, fr_up = policy.upper_bounds(errs)
     checks = _limit_checks(policy, errs)
     limits_met = all(c.met for c in checks)
     unmet = [c for c in checks if not c.met]
@@ -573,9 +641,8 @@ def _unmet(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> Thr
                        status, f"{preamble} {why}".strip())
     listed = "; ".join(
         f"{o.name.replace('_', '-')} ({_short(o.choice.threshold)}) costs "
-        f"{o.choice.expected_cost:.4g} per item, false accepts "
-        f"{format_rate(o.choice.false_accept_rate)}, false rejects "
-        f"{format_rate(o.choice.false_reject_rate)}" for o in options)
+        f"{o.choice.expected_cost:.4g} per {'image' if policy.detection_unit else 'item'}, "
+        f"{_error_words(o.choice)}" for o in options)
     if decision == "refuse":
         others = ", ".join(repr(k) for k in IF_LIMIT_UNPROVEN if k != "refuse")
         act = (f"Nothing is deployed for this label (if_limit_unproven = \"refuse\"; "
@@ -588,6 +655,17 @@ def _unmet(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> Thr
     return replace(chosen, options=tuple(options), decision=decision,
                    samples_needed=None if refuted else chosen.samples_needed,
                    explanation=f"{chosen.explanation} Options: {listed}. {act}")
+
+
+def _error_words(choice: ThresholdChoice) -> str:
+    """Both errors of a choice in words: rates at the image unit; missed objects and
+    false detections per image at the detection unit."""
+    if choice.policy.detection_unit:
+        return (f"missed objects {format_rate(choice.missed_objects / choice.n_objects)}, "
+                f"false detections {format_figure(choice.false_detections / choice.n_images, 3)}"
+                " per image")
+    return (f"false accepts {format_rate(choice.false_accept_rate)}, false rejects "
+            f"{format_rate(choice.false_reject_rate)}")
 
 
 def _short(t: float) -> str:
@@ -808,6 +886,16 @@ class LabelThreshold:
         """``(detector, model_version, label)``."""
         return self.detector, self.model_version, self.label
 
+    @property
+    def unit(self) -> str:
+        """What one error is for this label: ``"image"`` or ``"detection"``."""
+        return self.policy.unit if self.policy is not None else "image"
+
+    @property
+    def iou_threshold(self) -> float | None:
+        """IoU of matching at the detection unit; None at the image unit."""
+        return self.policy.matching_iou if self.policy is not None else None
+
     def with_choice(self, choice: ThresholdChoice) -> LabelThreshold:
         """A copy with another choice (e.g. a deployed threshold evaluated here)."""
         return replace(self, choice=choice)
@@ -835,13 +923,25 @@ def held_out_flags(calibration: ThresholdChoice, held_out: ThresholdChoice) -> t
     """
     alpha = 1.0 - calibration.policy.confidence
     flags = []
-    for word, k1, n1, k2, n2 in (
-        ("false-accept", calibration.false_accepts, _n_of(calibration, "fa"),
+    alarm_side = (by_action(calibration.action, "miss", "alarm")
+                  if calibration.policy.detection_unit else (None, None))
+    for word, side, k1, n1, k2, n2 in (
+        ("false-accept", alarm_side[0], calibration.false_accepts, _n_of(calibration, "fa"),
          held_out.false_accepts, _n_of(held_out, "fa")),
-        ("false-reject", calibration.false_rejects, _n_of(calibration, "fr"),
+        ("false-reject", alarm_side[1], calibration.false_rejects, _n_of(calibration, "fr"),
          held_out.false_rejects, _n_of(held_out, "fr")),
     ):
         if not (n1 and n2):
+            continue
+        if side == "alarm":
+            # False detections per image are Poisson counts, not shares of n: compare
+            # the two rates exactly, conditional on their total (binomial split by
+            # exposure), the classical exact test for two Poisson rates.
+            p = binomtest(int(k2), int(k1 + k2), n2 / (n1 + n2)).pvalue if k1 + k2 else 1.0
+            if p < alpha:
+                flags.append(f"held-out false detections per image {format_figure(k2 / n2, 3)} "
+                             f"differ from the calibration {format_figure(k1 / n1, 3)} beyond "
+                             f"chance (exact Poisson rate test p = {p:.3g})")
             continue
         p = fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue
         if p < alpha:
@@ -860,12 +960,24 @@ def _n_of(choice: ThresholdChoice, which: str) -> int:
     return int(n_fa if which == "fa" else n_fr)
 
 
+def _curve_of(data, policy: Policy, label: str) -> ErrorCurve:
+    """The curve of a label's data: a CountTable at the image unit, a
+    :class:`~calibrate.matching.DetectionTable` at the detection unit."""
+    if policy.detection_unit:
+        if not isinstance(data, DetectionTable):
+            raise InputError(f"{label}: unit = \"detection\" needs detections with boxes "
+                             "matched to ground-truth objects; this data has image-level "
+                             "scores only.")
+        return detection_curve(data.table, data.n_images, label)
+    return error_curve(data)
+
+
 def _with_held_out(result: LabelThreshold, table_source, split: str) -> LabelThreshold:
     """``result`` with its chosen threshold evaluated on the held-out split."""
     if result.choice is None:
         return replace(result, held_out_split=split)
     try:
-        curve = error_curve(table_source())
+        curve = _curve_of(table_source(), result.choice.policy, result.label)
     except InputError:  # e.g. no positives on the held-out split: nothing honest to show
         return replace(result, held_out_split=split,
                        held_out_flags=(f"the {split} split cannot evaluate this label "
@@ -881,10 +993,11 @@ def _choose_one(key, table_source, policies: PolicySet, **provenance) -> LabelTh
     det, ver, label = (str(k) for k in key)
     policy = policies.for_label(label)  # a bad policy is the user's error: raise it
     try:
-        table = table_source()
-        curve = error_curve(table)
+        data = table_source(policy)
+        curve = _curve_of(data, policy, label)
     except InputError as exc:
         return LabelThreshold(det, ver, label, None, str(exc), policy=policy, **provenance)
+    table = data.table if isinstance(data, DetectionTable) else data
     with warnings.catch_warnings():
         # The flag travels in the choice's status; one warning per label is noise here.
         warnings.simplefilter("ignore", NoRankingInformationWarning)
@@ -919,8 +1032,8 @@ def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
                                 dropna=False):
         out.append(_choose_one(
             key,
-            lambda g=g: count_table(g["score"].to_numpy(np.float64),
-                                    g["positive"].to_numpy(bool)),
+            lambda _policy, g=g: count_table(g["score"].to_numpy(np.float64),
+                                             g["positive"].to_numpy(bool)),
             policies,
         ))
     return out
@@ -1041,20 +1154,27 @@ def choose_thresholds_from_store(
         for label in sorted(every):
             if labels is not None and label not in labels:
                 continue
-            result = _choose_one(
-                (row.detector, row.model_version, label),
-                lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
-                    d, v, lab, **kw),
-                policies, **provenance,
-            )
+            def source(policy, d=row.detector, v=row.model_version, lab=label, sp=split):
+                return _store_table(store, policy, d, v, lab, dataset=dataset, split=sp)
+
+            result = _choose_one((row.detector, row.model_version, label), source, policies,
+                                 **provenance)
             if held_out is not None:
                 result = _with_held_out(
-                    result,
-                    lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
-                        d, v, lab, dataset=dataset, split=held_out),
-                    held_out)
+                    result, lambda source=source: source(result.policy, sp=held_out), held_out)
             out.append(result)
     return out
+
+
+def _store_table(store, policy: Policy, detector: str, model_version: str, label: str, *,
+                 dataset: str | None, split: str | None):
+    """A label's data from the store at its policy's unit: the image-level count table,
+    or the detection-level table of matches (with the number of images)."""
+    if policy.detection_unit:
+        return store.detection_count_table(detector, model_version, label,
+                                           iou_threshold=policy.matching_iou,
+                                           dataset=dataset, split=split)
+    return store.count_table(detector, model_version, label, dataset=dataset, split=split)
 
 
 def default_held_out(split: str | None, splits) -> str | None:

@@ -119,3 +119,25 @@ def brute_detection_counts(detections, objects, threshold, iou_threshold=0.5):
                     fp += 1
         out[label] = (tp, fp, n_objects - tp)
     return out
+
+
+def brute_detection_points(detections, objects, label, n_images, *, action,
+                           cost_false_accept, cost_false_reject, max_miss_rate=None,
+                           confidence=0.95, iou_threshold=0.5):
+    """Every candidate threshold of one label at the detection unit, re-matched from
+    scratch: counts, cost per image (design formula) and whether a miss-rate limit holds
+    on the exact bound over objects."""
+    scores = sorted({d[2] for d in detections if d[1] == label}, reverse=True)
+    rows = []
+    for t in [math.inf] + scores:
+        tp, fd, missed = brute_detection_counts(detections, objects, t, iou_threshold).get(
+            label, (0, 0, 0))
+        n_obj = tp + missed
+        c_miss, c_fd = ((cost_false_accept, cost_false_reject) if action == "reject"
+                        else (cost_false_reject, cost_false_accept))
+        cost = c_miss * missed / n_images + c_fd * fd / n_images
+        ok = max_miss_rate is None or cp_upper(missed, n_obj, confidence) <= max_miss_rate
+        fa = missed if action == "reject" else fd
+        rows.append({"threshold": t, "true": tp, "false": fd, "missed": missed,
+                     "fa": fa, "cost": cost, "feasible": bool(ok)})
+    return rows
