@@ -55,6 +55,7 @@ from calibrate.manifest.jsonl import _JSONL_EXAMPLE, _parse_jsonl
 from calibrate.manifest.parsing import _check_unique_ids, _Errors, _LabelCheck, _Record
 from calibrate.manifest.records import (
     REMOTE_SCHEMES,
+    GroundTruthObject,
     LabeledImage,
     LabeledSet,
     Problem,
@@ -66,6 +67,7 @@ __all__ = [
     "CLEAN_FOLDERS",
     "CORRUPT",
     "EMPTY",
+    "GroundTruthObject",
     "IMAGE_SUFFIXES",
     "LabeledImage",
     "LabeledSet",
