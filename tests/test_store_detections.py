@@ -90,8 +90,8 @@ def test_real_version_3_file_is_migrated_and_gains_boxes(tmp_path):
     # p0's new content was never scored, so the data is incomplete: allowed here.
     with pytest.warns(IncompleteDataWarning), ScoreStore(path, allow_incomplete=True) as store:
         meta = dict(store._db().execute("SELECT key, value FROM meta").fetchall())
-        assert SCHEMA_VERSION == 4
-        assert meta["schema_version"] == "4" and "migrated_from_3" in meta
+        assert SCHEMA_VERSION == 5
+        assert meta["schema_version"] == "5" and "migrated_from_3" in meta
         assert store._db().execute(
             "SELECT image_id, width, height, has_objects FROM images ORDER BY image_key"
         ).fetchall() == [(f"p{i}.png", None, None, None) for i in (0, 1, 2, 3, 4, 0)]

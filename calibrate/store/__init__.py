@@ -38,7 +38,7 @@ Semantics (see ``DESIGN.md``)
   version and settings) by copying them in (:meth:`ScoreStore.reuse_results`): they are
   never sent again.
 
-Schema (version 4)
+Schema (version 5)
 ------------------
 Big tables refer to runs and images by integer surrogate keys (``run_key``,
 ``image_key``): joining and grouping 10^6 rows on integers is several times faster
@@ -73,6 +73,13 @@ width, height, has_objects)``
     that is a reserved word in DuckDB 2.)
 ``raw_responses(run_key, image_key, response)``
     The detector's response as zlib-compressed JSON, kept for audit.
+``matches(run_key, image_key, iou_threshold, label, kind, score, outcome)``
+    Detections matched to ground-truth objects (COCO protocol), computed once per (run,
+    IoU threshold, label) and reused: a row per non-ignored object (``score`` of its
+    matching detection, ``-inf`` if missed) and per detection (``outcome`` true, false
+    or ignored). ``match_sets(run_key, iou_threshold, label, fingerprint, matched_at)``
+    says what they were computed from; a changed result, box or image size recomputes
+    them (version 5).
 
 Older files are migrated when opened for writing (see :data:`SCHEMA_VERSION` and
 ``_MIGRATIONS``); files written by a newer ``calibrate`` are refused.
@@ -97,6 +104,9 @@ The package's parts
 :mod:`.detections`
     Detections and ground-truth boxes in pixels, for the detection unit
     (``detection_rows``).
+:mod:`.matches`
+    Matches stored per run and the detection-level count table
+    (``detection_count_table``).
 :mod:`.reuse`
     Reusing stored results of unchanged images in a new run.
 :mod:`.parquet`
@@ -133,7 +143,7 @@ from calibrate.store.model import (
     VersionData,
     redact_secrets,
 )
-from calibrate.store.detections import DetectionsMixin
+from calibrate.store.matches import MatchesMixin
 from calibrate.store.parquet import ParquetMixin
 from calibrate.store.reads import ReadsMixin
 from calibrate.store.reuse import ReuseMixin
@@ -159,7 +169,7 @@ __all__ = [
 ]
 
 
-class ScoreStore(SchemaMixin, ReadsMixin, DetectionsMixin, ReuseMixin, ParquetMixin):
+class ScoreStore(SchemaMixin, ReadsMixin, MatchesMixin, ReuseMixin, ParquetMixin):
     """The score store: one DuckDB file with runs, images, results and failures.
 
     Parameters
