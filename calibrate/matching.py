@@ -35,13 +35,15 @@ Boxes are ``(x_min, y_min, x_max, y_max)`` in pixels (pycocotools uses
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from calibrate.curves import CountTable, ErrorCurve
 from calibrate.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 __all__ = [
     "BOX_COLUMNS",
@@ -99,6 +101,8 @@ def box_iou(det, obj, crowd) -> np.ndarray:
 
 
 def _frame(data, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
     missing = [c for c in columns if c not in frame.columns]
     if missing and len(frame.columns):
@@ -254,11 +258,17 @@ class DetectionTable(NamedTuple):
         Images counted (with and without objects of the label).
     iou_threshold : float
         The IoU at which detections were matched.
+    detection_scores : ndarray of float64, optional
+        Every distinct score of the label's detections, ascending, including those
+        absorbed by ignore regions (which the table does not count): a cutoff written
+        to a target may move only between neighbouring values of these without
+        changing the keep/drop decision of any detection.
     """
 
     table: CountTable
     n_images: int
     iou_threshold: float
+    detection_scores: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -331,8 +341,11 @@ class Matches:
         )
 
     def detection_table(self, label) -> DetectionTable:
-        """:meth:`count_table` of ``label`` with ``n_images`` and the IoU threshold."""
-        return DetectionTable(self.count_table(label), self.n_images, self.iou_threshold)
+        """:meth:`count_table` of ``label`` with ``n_images``, the IoU threshold and
+        the distinct scores of all its detections."""
+        scores = np.unique(self.detection_score[self.detection_label == label])
+        return DetectionTable(self.count_table(label), self.n_images, self.iou_threshold,
+                              scores)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per detection: image_id, label, score, outcome, object.
@@ -341,6 +354,8 @@ class Matches:
         ``"ignored"`` (absorbed by an ignore object); ``object`` is the object's row, -1
         for none.
         """
+        import pandas as pd
+
         outcome = np.where(self.detection_matched, "true",
                            np.where(self.detection_ignored, "ignored", "false"))
         return pd.DataFrame({
@@ -352,6 +367,8 @@ class Matches:
     def objects_frame(self) -> pd.DataFrame:
         """One row per object: image_id, label, ignore, score (of its matching
         detection, ``-inf`` if missed), detection (its row, -1 for none)."""
+        import pandas as pd
+
         return pd.DataFrame({
             "image_id": self.object_image, "label": self.object_label,
             "ignore": self.object_ignore, "score": self.object_score,
@@ -401,6 +418,8 @@ def match_detections(detections, objects, *, iou_threshold: float = DEFAULT_IOU_
     >>> m.detection_matched.tolist(), m.object_score.tolist()
     ([True, False], [0.9])
     """
+    import pandas as pd
+
     tau = _check_tau(iou_threshold)
     dets = _frame(detections, "detections", ("image_id", "label", "score") + BOX_COLUMNS)
     objs = _frame(objects, "objects", ("image_id", "label") + BOX_COLUMNS)

@@ -96,6 +96,10 @@ class LimitCheck:
         Exact one-sided lower bound of the rate at ``confidence``.
     refuted : bool
         ``lower > limit``: the limit is shown to fail at this threshold.
+    least_errors : int
+        The fewest errors of this kind at any threshold: 0 at the image unit; at the
+        detection unit, for missed objects, the objects no detection matches at all
+        (``samples_needed_minimum`` is counted from there).
 
     Notes
     -----
@@ -116,6 +120,7 @@ class LimitCheck:
     samples_needed_minimum: int = 0
     lower: float = 0.0
     refuted: bool = False
+    least_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -368,10 +373,12 @@ def tie_break(cost, false_accepts, index) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def _limit_checks(policy: Policy, errs) -> list[LimitCheck]:
+def _limit_checks(policy: Policy, errs, least=(0, 0)) -> list[LimitCheck]:
     """One :class:`LimitCheck` per limit of the policy, from the named error counts,
-    each at the level that makes all of them hold together."""
+    each at the level that makes all of them hold together; ``least`` is the fewest
+    false accepts and false rejects any threshold has."""
     conf = policy.limit_confidence
+    fewest = {"false_accept": int(least[0]), "false_reject": int(least[1])}
     counts = {
         "false_accept": (errs.false_accepts, errs.n_false_accept, errs.false_accept_class),
         "false_reject": (errs.false_rejects, errs.n_false_reject, errs.false_reject_class),
@@ -382,10 +389,10 @@ def _limit_checks(policy: Policy, errs) -> list[LimitCheck]:
         up = stats.clopper_pearson_upper(k, n, conf)
         met = bool(up <= limit)
         need = 0 if met else stats.samples_needed(limit, conf, errors=k, n=n)
-        least = 0 if met else stats.samples_needed(limit, conf, errors=0, n=n)
+        least = 0 if met else stats.samples_needed(limit, conf, errors=fewest[error], n=n)
         low = stats.clopper_pearson_lower(k, n, conf)
         checks.append(LimitCheck(error, limit, conf, int(k), int(n), about, k / n, up, met,
-                                 need, least, float(low), bool(low > limit)))
+                                 need, least, float(low), bool(low > limit), fewest[error]))
     return checks
 
 
@@ -427,7 +434,9 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
             f"further {word}s."
             + (
                 f" No threshold can show it with fewer than {c.samples_needed_minimum:,} more "
-                f"(at a threshold with no {word}s)."
+                + (f"(at the lowest threshold, which still has {c.least_errors:,} {word}s: "
+                   f"{c.about}s no detection matches)." if c.least_errors else
+                   f"(at a threshold with no {word}s).")
                 if c.samples_needed_minimum < c.samples_needed
                 else ""
             )
@@ -468,7 +477,9 @@ def _describe(
     errs = policy.errors(fn, fp, n_pos, n_neg)
     conf = policy.confidence
     fa_up, fr_up = policy.upper_bounds(errs)
-    checks = _limit_checks(policy, errs)
+    # At the detection unit objects that no detection matches are missed at any cutoff.
+    floor = int(curve.false_negatives[-1]) if policy.detection_unit and len(curve) else 0
+    checks = _limit_checks(policy, errs, by_action(policy.action, floor, 0))
     limits_met = all(c.met for c in checks)
     unmet = [c for c in checks if not c.met]
     if status == "ok" and not limits_met:
@@ -966,8 +977,7 @@ def _curve_of(data, policy: Policy, label: str) -> ErrorCurve:
     if policy.detection_unit:
         if not isinstance(data, DetectionTable):
             raise InputError(f"{label}: unit = \"detection\" needs detections with boxes "
-                             "matched to ground-truth objects; this data has image-level "
-                             "scores only.")
+                             "and ground-truth objects; this data has image scores only.")
         return detection_curve(data.table, data.n_images, label)
     return error_curve(data)
 
@@ -1002,6 +1012,13 @@ def _choose_one(key, table_source, policies: PolicySet, **provenance) -> LabelTh
         # The flag travels in the choice's status; one warning per label is noise here.
         warnings.simplefilter("ignore", NoRankingInformationWarning)
         choice = choose_threshold_from_curve(curve, policy)
+    if isinstance(data, DetectionTable) and data.detection_scores is not None:
+        # Every detection's keep/drop decision must survive an exporter's rounding,
+        # also those absorbed by ignore regions, which the curve does not list.
+        ds = data.detection_scores
+        k = int(np.searchsorted(ds, choice.threshold, side="left"))
+        below = float(ds[k - 1]) if k else -np.inf
+        choice = replace(choice, next_score_below=max(choice.next_score_below, below))
     return LabelThreshold(det, ver, label, choice, None, policy=policy, table=table,
                           curve=curve, **provenance)
 
@@ -1168,8 +1185,7 @@ def choose_thresholds_from_store(
 
 def _store_table(store, policy: Policy, detector: str, model_version: str, label: str, *,
                  dataset: str | None, split: str | None):
-    """A label's data from the store at its policy's unit: the image-level count table,
-    or the detection-level table of matches (with the number of images)."""
+    """A label's data from the store at its policy's unit (image or detection)."""
     if policy.detection_unit:
         return store.detection_count_table(detector, model_version, label,
                                            iou_threshold=policy.matching_iou,

@@ -118,15 +118,22 @@ def test_poisson_bound_is_exact():
 
 
 def test_a_miss_rate_limit_says_how_many_more_objects():
-    t = _table([0.9] * 20 + [0.1] * 2, [0.5, 0.3], n_images=10)
+    t = _table([0.9] * 20 + [0.1] * 2 + [-np.inf], [0.5, 0.3], n_images=10)
     policy = Policy(cost_false_accept=1, cost_false_reject=1, unit="detection",
                     max_false_accept_rate=0.01)
     c = choose_threshold_from_curve(detection_curve(t.table, t.n_images), policy)
     assert c.status == "limits_unproven" and c.decision == "refuse"
     check = c.limit_checks[0]
-    assert check.about == "object" and check.n == 22
-    assert check.samples_needed == stats.samples_needed(0.01, 0.95, errors=check.errors, n=22)
+    assert check.about == "object" and check.n == 23
+    assert check.samples_needed == stats.samples_needed(0.01, 0.95, errors=check.errors, n=23)
+    # one object no detection matches is missed at every cutoff: the least is from there
+    assert check.least_errors == 1
+    assert check.samples_needed_minimum == stats.samples_needed(0.01, 0.95, errors=1, n=23)
     assert "more objects" in c.explanation
+    looser = Policy(cost_false_accept=1, cost_false_reject=1, unit="detection",
+                    max_false_accept_rate=0.2)
+    higher = evaluate_threshold(detection_curve(t.table, t.n_images), 0.9, looser)
+    assert "still has 1 false accepts: objects no detection matches" in higher.explanation
     assert "per image" in c.explanation  # the options say false detections per image
 
 

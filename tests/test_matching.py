@@ -67,13 +67,12 @@ def _xywh(b):
     return [b[0], b[1], b[2] - b[0], b[3] - b[1]]
 
 
-def coco_reference(n_images, detections, objects, tau):
+def coco_reference(n_images, detections, objects, tau, labels=LABELS):
     """pycocotools' per-detection matches: evalImgs with areaRng all, maxDets unlimited,
-    one IoU threshold, class-aware. Returns (matched, ignored, object) per detection
-    (object = 0-based row of the matched object, -1 if none) and the non-ignored object
-    count per label."""
-    cats = [{"id": k + 1, "name": lab} for k, lab in enumerate(LABELS)]
-    cat_id = {lab: k + 1 for k, lab in enumerate(LABELS)}
+    one IoU threshold, class-aware. Images are 0..n_images-1. Returns (matched, ignored,
+    object) per detection (object = 0-based row of the matched object, -1 if none)."""
+    cats = [{"id": k + 1, "name": lab} for k, lab in enumerate(labels)]
+    cat_id = {lab: k + 1 for k, lab in enumerate(labels)}
     images = [{"id": i + 1} for i in range(n_images)]
 
     def dataset(anns):

@@ -68,12 +68,13 @@ def _expected(store, label, split=None, tau=0.5):
                                 allow_incomplete=True)
     m = match_detections(rows.detections, rows.objects, iou_threshold=tau,
                          n_images=rows.n_images)
-    return m.count_table(label), rows.n_images
+    return m.detection_table(label)
 
 
 def _same(got, label, store, split=None, tau=0.5):
-    table, n = _expected(store, label, split, tau)
+    table, n, _, scores = _expected(store, label, split, tau)
     assert got.n_images == n and got.iou_threshold == tau
+    np.testing.assert_array_equal(got.detection_scores, scores)
     np.testing.assert_array_equal(got.table.scores, table.scores)
     np.testing.assert_array_equal(got.table.n_positive, table.n_positive)
     np.testing.assert_array_equal(got.table.n_negative, table.n_negative)

@@ -564,8 +564,22 @@ def build_report(
     """
     out = Path(out_dir)
     fig_dir = ensure_folder(out / "figures")
-    results = _results_for(store, policies, keys, split, dataset, results, held_out)
+    every = _results_for(store, policies, keys, split, dataset, results, held_out)
+    # Detection-unit labels have their own figures (true / false detections, missed
+    # objects, per image) that the report does not draw yet: say so, show the rest.
+    results = [r for r in every if r.unit != "detection"]
+    if not results:
+        raise InputError("every label to report is decided per detection (unit = "
+                         "\"detection\"), which the report does not show yet; use "
+                         "'calibrate thresholds' for their figures.")
     sections, summary_rows, notes, tasks, slots = _label_sections(results, keys)
+    detection_notes = [
+        dict(label=r.label, version=f"{r.detector} {r.model_version}",
+             text="decided per detection (unit = \"detection\"); this report does not show "
+                  "detection-level labels yet: 'calibrate thresholds' prints its true / false "
+                  "detections and missed objects.")
+        for r in every if r.unit == "detection"]
+    notes += detection_notes
     for (det, label), sec in sections.items():
         versions = sec.pop("results")
         if len(versions) < 2:
@@ -599,6 +613,7 @@ def build_report(
         **_held_out_context(results, split),
         sections=list(sections.values()),
         notes=notes,
+        detection_notes=detection_notes,
         outputs=[(w, str(p)) for w, p in outputs],
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],
         **_provenance(store, set(keys), dataset, results),
@@ -609,7 +624,7 @@ def build_report(
     md_path = out / "summary.md"
     atomic_write_text(html_path, html_env.get_template("report.html.j2").render(**context))
     atomic_write_text(md_path, md_env.get_template("summary.md.j2").render(**context))
-    return ReportResult(html_path, md_path, written, results)
+    return ReportResult(html_path, md_path, written, every)
 
 
 def _results_for(store, policies, keys, split, dataset, results,

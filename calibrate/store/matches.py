@@ -120,9 +120,9 @@ class MatchesMixin(DetectionsMixin):
                 return m.detection_table(label)
             for run in keys:
                 self._ensure_matches(run, tau, label, detector, model_version)
-            table = self._matched_counts(keys, tau, label, split)
+            table, scores = self._matched_counts(keys, tau, label, split)
             self._note_selection(detector, model_version, dataset)
-        return DetectionTable(table, n_images, tau)
+        return DetectionTable(table, n_images, tau, scores)
 
     def _matched_counts(self, keys: list[int], tau: float, label: str, split: str | None):
         from calibrate.curves import CountTable
@@ -134,21 +134,23 @@ class MatchesMixin(DetectionsMixin):
             f"""WITH {latest}
                 SELECT m.score,
                        count(*) FILTER (WHERE m.kind = 'object') AS n_positive,
-                       count(*) FILTER (WHERE m.kind = 'detection') AS n_negative
+                       count(*) FILTER (WHERE m.kind = 'detection' AND m.outcome = 'false')
+                           AS n_negative,
+                       count(*) FILTER (WHERE m.kind = 'detection') AS n_detections
                 FROM matches m
                 JOIN latest l ON l.run_key = m.run_key AND l.image_key = m.image_key
                 JOIN images i ON i.image_key = m.image_key AND i.current
                      AND coalesce(i.has_objects, false) {split_cond}
                 WHERE m.iou_threshold = $tau AND m.label = $label
-                  AND (m.kind = 'object' OR m.outcome = 'false')
                 GROUP BY 1 ORDER BY 1""",
             params,
         ).fetchnumpy()
-        return CountTable.from_counts(
-            np.asarray(cols["score"], dtype=np.float64),
-            np.asarray(cols["n_positive"], dtype=np.int64),
-            np.asarray(cols["n_negative"], dtype=np.int64),
-        )
+        # One GROUP BY over every row: the scores of all detections (true, false,
+        # ignored) come out with the counts, for the export's rounding interval.
+        scores = np.asarray(cols["score"], dtype=np.float64)
+        table = CountTable.from_counts(scores, np.asarray(cols["n_positive"], dtype=np.int64),
+                                       np.asarray(cols["n_negative"], dtype=np.int64))
+        return table, scores[np.asarray(cols["n_detections"], dtype=np.int64) > 0]
 
     def _ensure_matches(self, run: int, tau: float, label: str, detector: str,
                         model_version: str) -> None:
