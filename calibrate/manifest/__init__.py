@@ -110,6 +110,9 @@ def read_manifest(
           ``categories``). An image's labels are the names of the categories of its
           annotations; an image without annotations is clean. The image id is its
           ``file_name`` (see Notes); the COCO id is kept as ``metadata["coco_id"]``.
+        * Ground-truth boxes: JSONL ``"objects"``, COCO ``bbox`` with ``iscrowd``, CSV
+          with one object per row (see :mod:`calibrate.manifest.boxes` and
+          docs/ground-truth-boxes.md) become :attr:`LabeledImage.objects`, in pixels.
         * a directory with one sub-folder per label, ``root/<label>/.../<name>.png``
           (``.jpg``, ``.jpeg``), and ``root/_clean/`` or ``root/negative/`` for images
           with no label. See Notes for an image in several folders.
@@ -142,7 +145,8 @@ def read_manifest(
         On a structural error, with file, line and the fix: unreadable manifest,
         malformed line, missing ``image``/``labels`` key or column, ``labels`` not a
         list, duplicate ids (naming both lines), an unknown label when ``labels=`` is
-        given, an unsupported URI scheme, a set with no images, or a set in which no
+        given, an unsupported URI scheme, a bad box or labels that contradict the
+        objects, a set with no images, or a set in which no
         image at all is usable (almost always a wrong ``base_dir``). All structural
         errors of a file are reported together (up to 20).
 
