@@ -40,7 +40,7 @@ from pathlib import Path
 
 from calibrate.errors import InputError
 from calibrate.manifest.assembly import _assemble
-from calibrate.manifest.coco import _parse_coco
+from calibrate.manifest.coco import CocoGroundTruth, _parse_coco, read_coco_ground_truth
 from calibrate.manifest.csvfile import _parse_csv
 from calibrate.manifest.folders import CLEAN_FOLDERS, IMAGE_SUFFIXES, _read_directory
 from calibrate.manifest.inspection import (
@@ -66,6 +66,7 @@ from calibrate.scores_table import SCORES_TABLE_COLUMNS, read_scores_table
 __all__ = [
     "CLEAN_FOLDERS",
     "CORRUPT",
+    "CocoGroundTruth",
     "EMPTY",
     "GroundTruthObject",
     "IMAGE_SUFFIXES",
@@ -78,6 +79,7 @@ __all__ = [
     "SCORES_TABLE_COLUMNS",
     "UNREADABLE",
     "dataset_fingerprint",
+    "read_coco_ground_truth",
     "read_manifest",
     "read_scores_table",
 ]

@@ -127,7 +127,8 @@ def _json_object_entry(entry: Any, at: str, errors) -> _RawObject | None:
     return _RawObject(label.strip(), coords, unit, ignore, at)
 
 
-def parse_size(obj: dict, where: str, errors, keys=("width", "height")) -> tuple[bool, int | None, int | None]:
+def parse_size(obj: dict, where: str, errors,
+               keys=("width", "height")) -> tuple[bool, int | None, int | None]:
     """``(ok, width, height)`` from an entry's size keys: positive integers, both or
     neither (an integral float such as ``640.0`` is accepted)."""
     w_key, h_key = keys

@@ -16,14 +16,89 @@ A file whose annotations have no ``bbox`` at all is read as labels only, as befo
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from calibrate.errors import InputError
+from calibrate.manifest.assembly import _assemble
+from calibrate.manifest.inspection import _Inspection
 from calibrate.manifest.boxes import _number, _RawObject, box_problem, parse_size
-from calibrate.manifest.parsing import _Errors, _LabelCheck, _new_record, _not_utf8, _Record
+from calibrate.manifest.parsing import (
+    _check_unique_ids,
+    _Errors,
+    _LabelCheck,
+    _new_record,
+    _not_utf8,
+    _Record,
+)
+from calibrate.manifest.records import LabeledSet
 
-__all__: list[str] = []
+__all__ = ["CocoGroundTruth", "read_coco_ground_truth"]
+
+
+@dataclass(frozen=True)
+class CocoGroundTruth:
+    """A COCO annotation file read as ground truth for imported detections.
+
+    Attributes
+    ----------
+    dataset : LabeledSet
+        The images (id = ``file_name``), labels and boxes, as :func:`read_manifest`
+        reads the file, but with no image opened (see :func:`read_coco_ground_truth`).
+    categories : dict
+        COCO category id -> label name.
+    image_ids : dict
+        COCO image id -> the image's id in the set (its ``file_name``).
+    """
+
+    dataset: LabeledSet
+    categories: dict[Any, str]
+    image_ids: dict[Any, str]
+
+
+def read_coco_ground_truth(path) -> CocoGroundTruth:
+    """Read a COCO annotation file as the ground truth of detections made elsewhere.
+
+    Exactly as :func:`calibrate.manifest.read_manifest` reads a COCO file (labels,
+    boxes with ``iscrowd``, sizes from ``images[]``, the same errors), except that no
+    image file is opened or even looked for: detections imported from another framework
+    were made on images that need not be on this machine. The images get no content
+    hash, so the set's fingerprint covers ids, labels and boxes only.
+
+    Parameters
+    ----------
+    path : str or Path
+        The annotation file (``images``, ``annotations``, ``categories``).
+
+    Returns
+    -------
+    CocoGroundTruth
+
+    Raises
+    ------
+    InputError
+        As :func:`read_manifest` for a COCO file, naming the file and entry.
+    """
+    manifest = Path(os.path.abspath(os.fspath(path)))
+    errors = _Errors(str(manifest))
+    data = _load_coco(manifest)
+    category_names = _coco_categories(data["categories"], errors)
+    entries = _coco_images(data["images"], errors)
+    labels_of, objects_of = _coco_labels(data["annotations"], entries, category_names,
+                                         errors, _LabelCheck(None))
+    records = _coco_records(entries, labels_of, objects_of, str(manifest), manifest.parent,
+                            errors)
+    _check_unique_ids(records, errors)
+    errors.raise_if_any()
+    if not records:
+        raise InputError(f'{manifest}: "images" is empty; the ground truth lists no image.')
+    labeled = _assemble(records, [_Inspection() for _ in records], name=manifest.stem,
+                        source=str(manifest), vocabulary=set(category_names.values()),
+                        root=manifest.parent)
+    image_ids = {rec.metadata["coco_id"]: rec.image_id for rec in records}
+    return CocoGroundTruth(labeled, category_names, image_ids)
 
 
 def _parse_coco(
