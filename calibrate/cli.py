@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
-from calibrate.errors import CalibrateError
+from calibrate.errors import CalibrateError, InputError
 from calibrate.io import dumps_json
 from calibrate.policy import PolicySet, by_action
 from calibrate.render import Column, KeyTable
@@ -604,24 +604,47 @@ def _print_score_summary(outcome, store: Path, max_calls: int | None) -> None:
 @app.command("import-scores")
 def import_scores_cmd(
     scores_file: Annotated[
-        Path, typer.Argument(help="CSV or Parquet scores table (see 'calibrate thresholds --help').")
+        Path, typer.Argument(help="CSV or Parquet scores table (see 'calibrate thresholds "
+                             "--help'), or a COCO results .json with --ground-truth.")
     ],
     store: StoreOption = Path("calibrate.duckdb"),
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: file stem).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Dataset name (default: the file stem; with --ground-truth, its stem).")] = None,
     detector: Annotated[str, typer.Option(help="Detector name if the table has none.")] = "precomputed",
     model_version: Annotated[
         Optional[str], typer.Option(help="Model version if the table has none.")
     ] = None,
+    ground_truth: Annotated[Optional[Path], typer.Option(
+        "--ground-truth", help="The COCO annotation file (images, categories, annotations "
+        "with bbox) that a COCO results file's ids refer to.")] = None,
 ) -> None:
-    """Import scores produced elsewhere into the store, one run per model version."""
-    from calibrate.detectors.precomputed import import_scores
+    """Import scores produced elsewhere into the store, one run per model version.
+
+    A COCO results file (a JSON array of image_id, category_id, bbox, score, as
+    Ultralytics, Detectron2 or pycocotools write it) is imported with its COCO ground
+    truth, boxes included, so it can be calibrated per image and per detection.
+    """
+    from calibrate.detectors.precomputed import import_coco_results, import_scores
     from calibrate.store import ScoreStore
 
     try:
-        with ScoreStore(store) as st:
-            runs = import_scores(
-                st, scores_file, dataset=dataset, detector=detector, model_version=model_version
+        is_json = scores_file.suffix.lower() == ".json"
+        if is_json != (ground_truth is not None):
+            raise InputError(
+                f"{scores_file}: a COCO results .json needs --ground-truth (the COCO "
+                "annotation file its ids refer to)." if is_json else
+                f"--ground-truth goes with a COCO results .json, not {scores_file.name}; "
+                "a CSV or Parquet table carries its truth in its 'truth' column."
             )
+        with ScoreStore(store) as st:
+            if ground_truth is not None:
+                runs = [import_coco_results(st, scores_file, ground_truth, dataset=dataset,
+                                            detector=detector, model_version=model_version)]
+            else:
+                runs = import_scores(
+                    st, scores_file, dataset=dataset, detector=detector,
+                    model_version=model_version,
+                )
     except CalibrateError as exc:
         _fail(exc)
     out.print(f"imported {scores_file} into {store}: run(s) {', '.join(runs)}", highlight=False)

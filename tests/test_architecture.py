@@ -32,7 +32,7 @@ LAYERS = [
     ["thresholds"],
     ["bootstrap"],
     ["thresholds_file"],
-    ["store", "manifest", "scores_table", "samples", "datasets", "pricing"],
+    ["store", "manifest", "scores_table", "coco_results", "samples", "datasets", "pricing"],
     ["detectors"],
     ["scheduler", "runner"],
     ["export", "check", "report"],

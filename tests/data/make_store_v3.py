@@ -1,3 +1,6 @@
+"""How tests/data/store_v3.duckdb.gz was made: run with calibrate at schema version 3
+(commit 0a95bdd), ``python make_store_v3.py store_v3.duckdb && gzip -9 store_v3.duckdb``.
+Kept for the record; with the current calibrate it would write a newer schema."""
 import sys
 from calibrate.store import ScoreStore, SCHEMA_VERSION
 from calibrate.manifest import LabeledImage
