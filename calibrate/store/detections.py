@@ -95,13 +95,19 @@ class DetectionsMixin(SelectionMixin):
             if n_images == 0:
                 raise InputError(_no_boxes_message(detector, model_version, name, split,
                                                    n_without))
-            image_ids, det, obj = self._detection_frames(keys, split, wanted)
+            image_ids, det, obj = self._detection_frames(keys, split, wanted,
+                                                         f"{detector} {model_version}")
             run_ids = tuple(r for (r,) in self._db().execute(
                 "SELECT run_id FROM runs WHERE run_key IN (SELECT unnest($keys::INTEGER[])) "
                 "ORDER BY run_key", {"keys": keys}).fetchall())
             self._note_selection(detector, model_version, dataset)
         return DetectionRows(
-            detections=_pixel_detections(det, detector, model_version),
+            detections=pd.DataFrame({
+                "image_id": np.asarray(det["image_id"], dtype=object),
+                "label": np.asarray(det["label"], dtype=object),
+                "score": np.asarray(det["score"], dtype=np.float64),
+                **{c: np.asarray(det[c], dtype=np.float64) for c in _BOX},
+            }),
             objects=pd.DataFrame({
                 "image_id": np.asarray(obj["image_id"], dtype=object),
                 "label": np.asarray(obj["label"], dtype=object),
@@ -147,8 +153,9 @@ class DetectionsMixin(SelectionMixin):
         return n_images, n_without, n_failed
 
     def _detection_frames(self, keys: list[int], split: str | None,
-                          labels: list[str] | None) -> tuple[np.ndarray, dict, dict]:
-        """The selected images' ids, detections and objects, as fetched columns."""
+                          labels: list[str] | None, who: str) -> tuple[np.ndarray, dict, dict]:
+        """The selected images' ids, detections (pixels) and objects, as fetched columns,
+        after refusing any detection that cannot be matched."""
         con = self._db()
         selected = self._selected_images_sql(keys, split)
         params: dict = {"split": split} if split is not None else {}
@@ -159,15 +166,24 @@ class DetectionsMixin(SelectionMixin):
         if labels is not None:
             label_cond = "AND {}.label IN (SELECT unnest($labels::VARCHAR[]))"
             params["labels"] = labels
-        # rowid keeps the order the detector returned results in, for ties in score.
+        join = f"""FROM results res
+                JOIN sel s ON s.run_key = res.run_key AND s.image_key = res.image_key
+                WHERE s.has_objects {label_cond.format('res')}"""
+        _refuse_unmatchable(con, selected, join, params, who)
+        # Ratio boxes become pixels in the database; rowid keeps the order the detector
+        # returned results in, for ties in score.
         det = con.execute(
             f"""{selected}
-                SELECT s.image_id, res.label, res.score, res.x_min, res.y_min,
-                       res.x_max, res.y_max, res.box_unit, s.width, s.height, r.run_id
-                FROM results res
-                JOIN sel s ON s.run_key = res.run_key AND s.image_key = res.image_key
-                JOIN runs r ON r.run_key = res.run_key
-                WHERE s.has_objects {label_cond.format('res')}
+                SELECT s.image_id, res.label, res.score,
+                       CASE WHEN res.box_unit = 'ratio' THEN res.x_min * s.width
+                            ELSE res.x_min END AS x_min,
+                       CASE WHEN res.box_unit = 'ratio' THEN res.y_min * s.height
+                            ELSE res.y_min END AS y_min,
+                       CASE WHEN res.box_unit = 'ratio' THEN res.x_max * s.width
+                            ELSE res.x_max END AS x_max,
+                       CASE WHEN res.box_unit = 'ratio' THEN res.y_max * s.height
+                            ELSE res.y_max END AS y_max
+                {join}
                 ORDER BY s.image_key, res.label, res.score DESC, res.rowid""",
             params,
         ).fetchnumpy()
@@ -195,60 +211,46 @@ def _label_list(labels: Iterable[str] | None) -> list[str] | None:
     return out
 
 
-def _pixel_detections(cols: dict, detector: str, model_version: str) -> pd.DataFrame:
-    """The detections frame in pixels, after refusing any result that cannot be matched.
-
-    Every check names the first offending image and says how many there are, since
-    one bad box usually means the whole run (or detector) is so.
-    """
-    import pandas as pd
-
-    image_id = np.asarray(cols["image_id"], dtype=object)
-    coords = {c: _floats(cols[c]) for c in _BOX}
-    # A NULL unit with coordinates is a pixel box (bulk writes without box_unit).
-    unit = np.ma.filled(np.ma.asarray(cols["box_unit"], dtype=object), "pixel")
-    width, height = _floats(cols["width"]), _floats(cols["height"])
-    who = f"{detector} {model_version}"
-    no_box = np.isnan(coords["x_min"])
-    _refuse(no_box, image_id, cols, who,
-            "has no box, so it cannot be matched to ground-truth objects; the detection "
-            "unit needs a detector that returns boxes (or use unit = \"image\" for it)")
-    is_ratio = unit == "ratio"
-    _refuse(~no_box & ~is_ratio & (unit != "pixel"), image_id, cols, who,
-            "has a box in an unknown unit {unit!r}; box_unit must be 'pixel' or 'ratio'")
-    _refuse(is_ratio & (np.isnan(width) | np.isnan(height)), image_id, cols, who,
-            "has a box in ratios of the image size, and the store does not know that "
-            "image's size; register the manifest again with each image's width and "
-            "height (they are read from local image files automatically)")
-    scale_x = np.where(is_ratio, width, 1.0)
-    scale_y = np.where(is_ratio, height, 1.0)
-    return pd.DataFrame({
-        "image_id": image_id,
-        "label": np.asarray(cols["label"], dtype=object),
-        "score": np.asarray(cols["score"], dtype=np.float64),
-        "x_min": coords["x_min"] * scale_x,
-        "y_min": coords["y_min"] * scale_y,
-        "x_max": coords["x_max"] * scale_x,
-        "y_max": coords["y_max"] * scale_y,
-    })
+#: Why a result cannot be matched, in the order they are reported (SQL over ``res``, ``s``).
+_UNMATCHABLE = (
+    ("res.x_min IS NULL",
+     "has no box, so it cannot be matched to ground-truth objects; the detection unit "
+     "needs a detector that returns boxes (or use unit = \"image\" for it)"),
+    ("coalesce(res.box_unit, 'pixel') NOT IN ('pixel', 'ratio')",
+     "has a box in an unknown unit {unit!r}; box_unit must be 'pixel' or 'ratio'"),
+    ("res.box_unit = 'ratio' AND (s.width IS NULL OR s.height IS NULL)",
+     "has a box in ratios of the image size, and the store does not know that image's "
+     "size; register the manifest again with each image's width and height (they are "
+     "read from local image files automatically)"),
+)
 
 
-def _floats(column) -> np.ndarray:
-    """A fetched column as float64 with NaN for NULL (DuckDB returns a masked array
-    when a column holds NULLs, whose hidden values are not NaN)."""
-    return np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
-
-
-def _refuse(bad: np.ndarray, image_id: np.ndarray, cols: dict, who: str, what: str) -> None:
-    if not bad.any():
+def _refuse_unmatchable(con, selected: str, join: str, params: dict, who: str) -> None:
+    """Raise for the first result that cannot be matched (no box, unknown unit, ratio box
+    of an image of unknown size), naming its image and how many are like it: one bad
+    box usually means the whole run (or detector) is so. A NULL unit with coordinates is
+    a pixel box (bulk writes without box_unit)."""
+    cases = " ".join(f"WHEN {cond} THEN {k}" for k, (cond, _) in enumerate(_UNMATCHABLE))
+    row = con.execute(
+        f"""{selected}, bad AS (
+                SELECT s.image_key, s.image_id, res.label, res.score, res.box_unit,
+                       res.run_key, res.rowid AS result_row, CASE {cases} END AS problem
+                {join})
+            SELECT problem, image_id, label, score, box_unit, r.run_id,
+                   count(*) OVER (PARTITION BY problem) AS n
+            FROM bad JOIN runs r ON r.run_key = bad.run_key
+            WHERE problem IS NOT NULL
+            ORDER BY problem, image_key, label, score DESC, result_row
+            LIMIT 1""",
+        params,
+    ).fetchall()
+    if not row:
         return
-    k = int(np.flatnonzero(bad)[0])
-    n = int(bad.sum())
+    problem, image_id, label, score, unit, run_id, n = row[0]
     others = f" ({n - 1} more result(s) like it)" if n > 1 else ""
     raise InputError(
-        f"{who}, image {image_id[k]!r}: the {cols['label'][k]!r} result (score "
-        f"{cols['score'][k]:g}, run {cols['run_id'][k]}) "
-        + what.format(unit=cols["box_unit"][k]) + f"{others}."
+        f"{who}, image {image_id!r}: the {label!r} result (score {score:g}, run {run_id}) "
+        + _UNMATCHABLE[problem][1].format(unit=unit) + f"{others}."
     )
 
 
