@@ -174,15 +174,7 @@ class DetectionsMixin(SelectionMixin):
         # returned results in, for ties in score.
         det = con.execute(
             f"""{selected}
-                SELECT s.image_id, res.label, res.score,
-                       CASE WHEN res.box_unit = 'ratio' THEN res.x_min * s.width
-                            ELSE res.x_min END AS x_min,
-                       CASE WHEN res.box_unit = 'ratio' THEN res.y_min * s.height
-                            ELSE res.y_min END AS y_min,
-                       CASE WHEN res.box_unit = 'ratio' THEN res.x_max * s.width
-                            ELSE res.x_max END AS x_max,
-                       CASE WHEN res.box_unit = 'ratio' THEN res.y_max * s.height
-                            ELSE res.y_max END AS y_max
+                SELECT s.image_id, res.label, res.score, {_PIXEL_BOX_SQL}
                 {join}
                 ORDER BY s.image_key, res.label, res.score DESC, res.rowid""",
             params,
@@ -197,6 +189,15 @@ class DetectionsMixin(SelectionMixin):
             params,
         ).fetchnumpy()
         return image_ids, det, obj
+
+
+#: A result's box in pixels (SQL over ``res``, a result, and ``s``, its image with
+#: ``width`` and ``height``): ratio boxes are scaled by the image size. Shared with the
+#: stored matches (:mod:`calibrate.store.matches`) so both convert boxes one way.
+_PIXEL_BOX_SQL = ", ".join(
+    f"CASE WHEN res.box_unit = 'ratio' THEN res.{c} * s.{size} ELSE res.{c} END AS {c}"
+    for c, size in (("x_min", "width"), ("y_min", "height"), ("x_max", "width"),
+                    ("y_max", "height")))
 
 
 def _label_list(labels: Iterable[str] | None) -> list[str] | None:

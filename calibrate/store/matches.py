@@ -25,9 +25,10 @@ from calibrate.errors import InputError
 from calibrate.matching import DEFAULT_IOU_THRESHOLD, DetectionTable, match_detections
 from calibrate.store._base import _check_name, _utc_now
 from calibrate.store.detections import (
+    _PIXEL_BOX_SQL,
     DetectionsMixin,
     _no_boxes_message,
-    _pixel_detections,
+    _refuse_unmatchable,
 )
 from calibrate.store.selection import latest_and_failed_ctes
 
@@ -163,17 +164,26 @@ class MatchesMixin(DetectionsMixin):
             "AND label = $label", {**params, "tau": tau}).fetchall()
         if stored and stored[0][0] == fingerprint:
             return
+        # The run's images as detection_rows' ``sel``, so results are refused and ratio
+        # boxes converted to pixels by the same SQL.
+        selected = f"""WITH {_RUN_IMAGES}, sel AS (
+            SELECT image_key, $run AS run_key, image_id, width, height, true AS has_objects
+            FROM run_imgs)"""
+        join = """FROM results res
+                JOIN sel s ON s.run_key = res.run_key AND s.image_key = res.image_key
+                WHERE res.label = $label"""
+        _refuse_unmatchable(con, selected, join, params, f"{detector} {model_version}")
         det_cols = con.execute(
-            f"""WITH {_RUN_IMAGES}
-                SELECT res.image_key, ri.image_id, res.label, res.score, res.x_min, res.y_min,
-                       res.x_max, res.y_max, res.box_unit, ri.width, ri.height, r.run_id
-                FROM results res
-                JOIN run_imgs ri ON ri.image_key = res.image_key
-                JOIN runs r ON r.run_key = res.run_key
-                WHERE res.run_key = $run AND res.label = $label
-                ORDER BY res.image_key, res.score DESC, res.rowid""", params).fetchnumpy()
-        detections = _pixel_detections(det_cols, detector, model_version)
-        detections["image_id"] = np.asarray(det_cols["image_key"], dtype=np.int64)
+            f"""{selected}
+                SELECT s.image_key AS image_id, res.label, res.score, {_PIXEL_BOX_SQL}
+                {join}
+                ORDER BY s.image_key, res.score DESC, res.rowid""", params).fetchnumpy()
+        detections = pd.DataFrame({
+            "image_id": np.asarray(det_cols["image_id"], dtype=np.int64),
+            "label": np.asarray(det_cols["label"], dtype=object),
+            **{c: np.asarray(det_cols[c], dtype=np.float64)
+               for c in ("score", "x_min", "y_min", "x_max", "y_max")},
+        })
         obj = con.execute(
             f"""WITH {_RUN_IMAGES}
                 SELECT o.image_key AS image_id, o.label, o.x_min, o.y_min, o.x_max, o.y_max,
