@@ -16,7 +16,7 @@ import pytest
 from calibrate import workflow
 from calibrate.policy import load_policy_file
 from calibrate.store import ScoreStore
-from tests.test_matching import coco_reference
+from tests.detection_scenes import coco_reference
 
 pytestmark = pytest.mark.filterwarnings("ignore::calibrate.store.DatasetOverlapWarning")
 

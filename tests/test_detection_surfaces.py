@@ -20,7 +20,8 @@ from calibrate.policy import load_policy_file
 from calibrate.store import ScoreStore
 from calibrate.thresholds import choose_thresholds_from_store
 from calibrate.thresholds_file import read_thresholds_file, thresholds_file_from_results
-from tests.test_store_matches import _run, _scene
+from tests.detection_scenes import store_run as _run
+from tests.detection_scenes import store_scene as _scene
 
 pytestmark = pytest.mark.filterwarnings("ignore::calibrate.store.DatasetOverlapWarning")
 

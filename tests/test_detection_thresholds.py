@@ -22,7 +22,8 @@ from calibrate.thresholds import (
     held_out_flags,
 )
 from tests.reference import brute_detection_points, cp_upper
-from tests.test_matching import _frames, scenes
+from tests.detection_scenes import frames as _frames
+from tests.detection_scenes import scenes
 
 
 def _pick(rows):

@@ -13,54 +13,12 @@ from calibrate.errors import InputError
 from calibrate.manifest import GroundTruthObject, LabeledImage
 from calibrate.matching import match_detections
 from calibrate.store import SCHEMA_VERSION, ScoreStore
+from tests.detection_scenes import STORE_LABELS as LABELS
+from tests.detection_scenes import store_run as _run
+from tests.detection_scenes import store_scene as _scene
 
 pytestmark = pytest.mark.filterwarnings("ignore::calibrate.store.DatasetOverlapWarning")
 
-LABELS = ("scratch", "dent")
-
-
-def _scene(seed, n=30):
-    """Images with integer boxes (some crowd), detections near them and anywhere."""
-    rng = np.random.default_rng(seed)
-    images, results = [], {}
-    for k in range(n):
-        objects = []
-        for _ in range(rng.integers(0, 4)):
-            x, y = rng.integers(0, 60, 2)
-            w, h = rng.integers(4, 30, 2)
-            objects.append(GroundTruthObject(str(rng.choice(LABELS)),
-                                             (float(x), float(y), float(x + w), float(y + h)),
-                                             bool(rng.random() < 0.15)))
-        labels = {o.label for o in objects if not o.ignore}
-        split = "cal" if k % 3 else "test"
-        images.append(LabeledImage(f"p{k}.png", f"/d/p{k}.png", frozenset(labels),
-                                   content_hash=f"sha256:{k}", split=split,
-                                   objects=tuple(objects), width=100, height=100))
-        dets = []
-        for o in objects:
-            if rng.random() < 0.7:
-                j = rng.integers(-3, 4, 4)
-                b = np.array(o.box) + j
-                b[2], b[3] = max(b[2], b[0] + 1), max(b[3], b[1] + 1)
-                dets.append(Result(o.label, float(rng.choice([0.3, 0.5, 0.8, 0.9])),
-                                   Box(*map(float, b))))
-        for _ in range(rng.integers(0, 3)):
-            x, y = rng.integers(0, 60, 2)
-            # ratio boxes: converted with the image size before matching
-            dets.append(Result(str(rng.choice(LABELS)), float(rng.choice([0.2, 0.5, 0.7])),
-                               Box(x / 100, y / 100, (x + 20) / 100, (y + 20) / 100, "ratio")))
-        results[f"p{k}.png"] = dets
-    return images, results
-
-
-def _run(store, results, ids, version="v1", failed=()):
-    run = store.begin_run(detector="surface-defect", model_version=version, dataset="parts",
-                          dataset_fingerprint="fp", settings={}, labels=None,
-                          detection_floor=None)
-    store.record(run, [(i, Detection(results[i]), 1) for i in ids],
-                 [(i, "image", "unreadable", 1) for i in failed])
-    store.finish_run(run)
-    return run
 
 
 def _expected(store, label, split=None, tau=0.5):
