@@ -23,12 +23,21 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.stats import binomtest, fisher_exact
+from scipy.stats import fisher_exact
 
 from calibrate import stats
 from calibrate.curves import CountTable, ErrorCurve, count_table, error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
-from calibrate.matching import DetectionTable, detection_curve
+from calibrate.matching import DetectionTable
+from calibrate.detection_choice import (
+    detection_curve_of,
+    detection_error_words,
+    detection_summary,
+    error_words,
+    limit_words,
+    poisson_rate_test,
+)
+from calibrate.formatting import format_figure, format_rate, format_threshold
 from calibrate.policy import (
     ACTIONS,
     IF_LIMIT_UNPROVEN,
@@ -291,43 +300,6 @@ class ThresholdOption(NamedTuple):
     choice: ThresholdChoice
 
 
-def format_rate(x: float) -> str:
-    """A rate as a percentage with three significant digits (``0.00123`` -> ``0.123%``)."""
-    return f"{100 * x:.3g}%"
-
-
-def format_figure(x: float | None, digits: int = 4, *, sign: bool = False) -> str:
-    """``x`` with ``digits`` significant digits (trailing zeros kept: ``0.9690``).
-
-    Thousands are separated (``12,346``); very small or large magnitudes use an exponent.
-    ``None`` and NaN are ``-``.
-    """
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    x = float(x)
-    plus = "+" if sign and x > 0 else ""
-    if math.isinf(x):
-        return f"{plus}{x}"
-    if x == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(x)))
-    decimals = max(0, digits - 1 - magnitude)
-    if decimals and abs(round(x, decimals)) >= 10 ** (magnitude + 1):
-        decimals -= 1  # rounding carried into a new digit: 9.99996 -> 10.00
-    if not -4 <= magnitude < 6:
-        return f"{plus}{x:#.{digits - 1}e}"
-    text = f"{x:,.{decimals}f}"
-    return plus + text
-
-
-def format_threshold(t: float, *, never: str = "never fire", always: str = "always fire") -> str:
-    """A threshold exactly as chosen (a rounded value could change decisions), or the
-    words for the two infinite rules."""
-    if math.isinf(t):
-        return never if t > 0 else always
-    return repr(float(t))
-
-
 # ---------------------------------------------------------------------------------------
 # The tie rule
 # ---------------------------------------------------------------------------------------
@@ -396,34 +368,17 @@ def _limit_checks(policy: Policy, errs, least=(0, 0)) -> list[LimitCheck]:
     return checks
 
 
-def _detection_summary(policy: Policy, threshold: float, errs, bounds) -> str:
-    """The ok-case sentence at the detection unit: objects, detections, per image."""
-    missed, false_det = by_action(policy.action, errs.false_accepts, errs.false_rejects)
-    n_obj, n_img = by_action(policy.action, errs.n_false_accept, errs.n_false_reject)
-    miss_up, fd_up = by_action(policy.action, *bounds)
-    keeps = ("keep no detection" if math.isinf(threshold) and threshold > 0
-             else f"keep detections with score >= {threshold:.6g}")
-    return (
-        f"Cost-minimal rule per detection (IoU >= {policy.matching_iou:g}): {keeps} "
-        f"({policy.action} on fire); {n_obj - missed:,} true detections, {missed:,} of "
-        f"{n_obj:,} objects missed (miss rate {format_rate(missed / n_obj)}, exact upper "
-        f"{format_rate(miss_up)}), {false_det:,} false detections on {n_img:,} images "
-        f"({format_figure(false_det / n_img, 3)} per image, exact Poisson upper "
-        f"{format_figure(fd_up, 3)}: false detections per image are counts, not a "
-        f"binomial rate) at {policy.confidence:.0%} confidence, on the data that chose the "
-        "threshold (held-out figures are the honest ones)."
-    )
-
-
 def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: str) -> str:
     """One or two sentences a QC engineer can paste into a ticket."""
     conf = policy.confidence
     parts = [preamble] if preamble else []
     for c in (c for c in checks if not c.met):
-        word = c.error.replace("_", " ")
-        head = (f"At this threshold {c.errors} of {c.n:,} {c.about}s are {word}s "
-                f"(rate {format_rate(c.rate)}, {c.confidence:.3g} upper bound "
-                f"{format_rate(c.upper)}), above the limit {format_rate(c.limit)}")
+        # At the detection unit the errors are missed objects, the action's name beside.
+        word = error_words(policy, c.error)
+        counted, rate = limit_words(policy, c.error, c.errors, c.n, c.about)
+        head = (f"At this threshold {counted} ({rate} {format_rate(c.rate)}, "
+                f"{c.confidence:.3g} upper bound {format_rate(c.upper)}), above the limit "
+                f"{format_rate(c.limit)}")
         if c.refuted:
             # More error-free samples is no plan when the errors seen already break it.
             parts.append(f"{head}; the limit is shown to fail here (lower bound "
@@ -431,18 +386,18 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
             continue
         parts.append(
             f"{head}; showing the limit needs {c.samples_needed:,} more {c.about}s with no "
-            f"further {word}s."
+            f"further {word}."
             + (
                 f" No threshold can show it with fewer than {c.samples_needed_minimum:,} more "
-                + (f"(at the lowest threshold, which still has {c.least_errors:,} {word}s: "
+                + (f"(at the lowest threshold, which still has {c.least_errors:,} {word}: "
                    f"{c.about}s no detection matches)." if c.least_errors else
-                   f"(at a threshold with no {word}s).")
+                   f"(at a threshold with no {word}).")
                 if c.samples_needed_minimum < c.samples_needed
                 else ""
             )
         )
     if not parts and policy.detection_unit:
-        parts.append(_detection_summary(policy, threshold, errs, bounds))
+        parts.append(detection_summary(policy, threshold, errs, bounds))
     if not parts:
         fires = ("never fire" if math.isinf(threshold) and threshold > 0
                  else f"fire at score >= {threshold:.6g}")
@@ -672,9 +627,7 @@ def _error_words(choice: ThresholdChoice) -> str:
     """Both errors of a choice in words: rates at the image unit; missed objects and
     false detections per image at the detection unit."""
     if choice.policy.detection_unit:
-        return (f"missed objects {format_rate(choice.missed_objects / choice.n_objects)}, "
-                f"false detections {format_figure(choice.false_detections / choice.n_images, 3)}"
-                " per image")
+        return detection_error_words(choice)
     return (f"false accepts {format_rate(choice.false_accept_rate)}, false rejects "
             f"{format_rate(choice.false_reject_rate)}")
 
@@ -948,20 +901,25 @@ def held_out_flags(calibration: ThresholdChoice, held_out: ThresholdChoice) -> t
             # False detections per image are Poisson counts, not shares of n: compare
             # the two rates exactly, conditional on their total (binomial split by
             # exposure), the classical exact test for two Poisson rates.
-            p = binomtest(int(k2), int(k1 + k2), n2 / (n1 + n2)).pvalue if k1 + k2 else 1.0
+            p = poisson_rate_test(k1, n1, k2, n2)
             if p < alpha:
                 flags.append(f"held-out false detections per image {format_figure(k2 / n2, 3)} "
                              f"differ from the calibration {format_figure(k1 / n1, 3)} beyond "
                              f"chance (exact Poisson rate test p = {p:.3g})")
             continue
+        # At the detection unit this is the miss rate over objects, named as such.
+        name = f"miss rate ({word} rate)" if side == "miss" else f"{word} rate"
         p = fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue
         if p < alpha:
-            flags.append(f"held-out {word} rate {format_rate(k2 / n2)} differs from the "
+            flags.append(f"held-out {name} {format_rate(k2 / n2)} differs from the "
                          f"calibration {format_rate(k1 / n1)} beyond chance (Fisher's exact "
                          f"test p = {p:.3g})")
     for c in held_out.limit_checks:
         if c.rate > c.limit:
-            flags.append(f"held-out {c.error.replace('_', '-')} rate {format_rate(c.rate)} "
+            name = f"{c.error.replace('_', '-')} rate"
+            if calibration.policy.detection_unit:
+                name = f"miss rate ({name})"  # the only binomial limit at this unit
+            flags.append(f"held-out {name} {format_rate(c.rate)} "
                          f"breaks the limit {format_rate(c.limit)}")
     return tuple(flags)
 
@@ -975,10 +933,7 @@ def _curve_of(data, policy: Policy, label: str) -> ErrorCurve:
     """The curve of a label's data: a CountTable at the image unit, a
     :class:`~calibrate.matching.DetectionTable` at the detection unit."""
     if policy.detection_unit:
-        if not isinstance(data, DetectionTable):
-            raise InputError(f"{label}: unit = \"detection\" needs detections with boxes "
-                             "and ground-truth objects; this data has image scores only.")
-        return detection_curve(data.table, data.n_images, label)
+        return detection_curve_of(data, label)
     return error_curve(data)
 
 

@@ -25,10 +25,11 @@ ROOT = Path(calibrate.__file__).parent
 #: below ``calibrate``; a package name covers the package and all of its modules.
 LAYERS = [
     ["version", "errors", "secrets"],
-    ["checks", "io", "tomlfile"],
+    ["checks", "io", "tomlfile", "formatting"],
     ["curves"],
     ["stats", "matching"],
     ["policy"],
+    ["detection_choice"],
     ["thresholds"],
     ["bootstrap"],
     ["thresholds_file"],

@@ -134,7 +134,9 @@ def test_a_miss_rate_limit_says_how_many_more_objects():
     looser = Policy(cost_false_accept=1, cost_false_reject=1, unit="detection",
                     max_false_accept_rate=0.2)
     higher = evaluate_threshold(detection_curve(t.table, t.n_images), 0.9, looser)
-    assert "still has 1 false accepts: objects no detection matches" in higher.explanation
+    assert ("still has 1 missed objects (false accepts): objects no detection matches"
+            in higher.explanation)
+    assert "3 of 23 objects are missed (false accepts; miss rate 13%" in higher.explanation
     assert "per image" in c.explanation  # the options say false detections per image
 
 
