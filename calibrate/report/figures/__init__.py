@@ -30,6 +30,11 @@ model versions are compared (:func:`overlay_results` from ready analyses,
 * :class:`DetCurveDisplay` - detection error trade-off on normal-deviate axes with the
   equal error rate marked.
 
+Labels decided per detection (``unit = "detection"``) have their own two displays
+(:mod:`.detections`): :class:`MissRateDisplay` (miss rate over objects against false
+detections per image) and :class:`DetectionPrecisionRecallDisplay` (precision-recall
+with exact bands), computed once by :func:`detection_arrays`.
+
 When the detector cannot report scores below a floor (a service-side cutoff, the
 run's ``detection_floor``), the thresholds below it are shaded as censored rather than
 hidden: the rates there are not knowable from the data.
@@ -46,6 +51,12 @@ from .common import _plain, figure_key, new_axes  # noqa: F401
 from .compare import _KINDS, overlay_results, overlay_versions, plot_version_comparison  # noqa
 from .cost import CostArrays, ExpectedCostDisplay, cost_arrays
 from .det import DetArrays, DetCurveDisplay, det_arrays
+from .detections import (
+    DetectionArrays,
+    DetectionPrecisionRecallDisplay,
+    MissRateDisplay,
+    detection_arrays,
+)
 from .histogram import ScoreHistogramDisplay
 from .rates import ErrorRatesDisplay, RateArrays, rate_arrays
 
@@ -53,12 +64,16 @@ __all__ = [
     "CostArrays",
     "DetArrays",
     "DetCurveDisplay",
+    "DetectionArrays",
+    "DetectionPrecisionRecallDisplay",
     "ErrorRatesDisplay",
     "ExpectedCostDisplay",
+    "MissRateDisplay",
     "RateArrays",
     "ScoreHistogramDisplay",
     "cost_arrays",
     "det_arrays",
+    "detection_arrays",
     "error_names",
     "figure_key",
     "new_axes",
