@@ -157,3 +157,18 @@ def test_a_detection_label_is_matched_chosen_and_drawn_once(parts_store, tmp_pat
         assert f"{c.true_detections:,} true of {c.true_detections + c.false_detections:,} kept" \
             in html
     assert "does not show detection-level labels yet" not in html
+
+
+def test_every_label_per_detection_is_a_report_and_limits_say_miss_rate(parts_store, tmp_path):
+    text = open(POLICY, encoding="utf-8").read().replace(
+        'confidence = 0.95\n', 'confidence = 0.95\nunit = "detection"\n')
+    text = "\n".join(line for line in text.splitlines()
+                     if not line.startswith(("prevalence", "max_false_reject_rate")))
+    path = tmp_path / "policy.toml"
+    path.write_text(text + "\n")
+    result = write_report(parts_store, load_policy_file(path), tmp_path / "r",
+                          split="calibration", workers=1)
+    assert {r.unit for r in result.thresholds} == {"detection"}
+    html = result.html_path.read_text()
+    assert "miss rate (false accept) \u2264\u00a00.1%" in html
+    assert len(result.figure_paths) == 2 * 2 * 8

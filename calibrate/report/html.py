@@ -8,7 +8,9 @@ and writes into ``out_dir``:
   cheapest summed over labels) with a verdict computed from the versions' costs, and per
   label the cutoff, its expected cost per part (in units of one false reject), the
   errors on calibration and held-out data, the limits written out and what needs
-  sign-off and why; then the versions' costs side by side; then the detail: the
+  sign-off and why; labels decided per detection (``unit = "detection"``) in their own
+  section (missed objects, false detections per image, precision, each with exact
+  bounds, and two figures); then the versions' costs side by side; then the detail: the
   summary table (per label: the decision, deployed, needs sign-off or
   refused, the calibration split's figures and, beside them, the held-out split's at
   the same threshold, flagged where they disagree), the options of every label whose
@@ -1037,7 +1039,10 @@ def _detection_entry(r: LabelThreshold, anchor: str) -> dict[str, Any]:
                                                always="keep all"),
         iou=c.iou_threshold, action=c.action, miss_name=miss_name, fd_name=fd_name,
         confidence=c.policy.confidence, explanation=c.explanation,
-        limits=_status_words(c), cost_unit=_detection_cost_unit(c),
+        # A limit at this unit is on the miss rate over objects: say so.
+        limits=[dict(w, head=w["head"].replace(miss_name, f"miss rate ({miss_name})", 1))
+                for w in _status_words(c)],
+        cost_unit=_detection_cost_unit(c),
         rows=[_detection_figures("calibration", c)]
         + ([] if r.held_out is None else [_detection_figures(r.held_out_split, r.held_out)]),
     )
