@@ -147,6 +147,12 @@ def bootstrap_threshold(
     -------
     BootstrapResult
     """
+    if getattr(policy, "detection_unit", False):
+        # Resampling rows of the table treats objects and false detections as
+        # independent items; at the detection unit they cluster by image, so the
+        # spread would be understated. Refuse rather than mislead.
+        raise InputError("bootstrap_threshold resamples independent items and is not "
+                         "available at unit = \"detection\" (detections cluster by image).")
     if isinstance(table, ErrorCurve):
         curve = table
         n_pos_cells = -np.diff(np.concatenate([[curve.n_positive], curve.false_negatives]))

@@ -75,6 +75,7 @@ import numpy as np
 from calibrate import stats
 from calibrate.checks import check_number
 from calibrate.curves import ErrorCurve, error_curve
+from calibrate.matching import detection_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
 from calibrate.parts import PartFigures, PartPolicy, evaluate_parts, part_data_from_store
 from calibrate.parts import part_problem
@@ -241,6 +242,14 @@ def regret_lower_bound(curve: ErrorCurve, policy: Policy, threshold: float,
     else:  # the deployed rule misses the band: extra misses
         harm, n_harm, help_, n_help = fn_d - fn_o, n_pos, fp_o - fp_d, n_neg
         w_harm, w_help = miss, alarm
+    if policy.detection_unit:
+        # False detections are counted per image (Poisson), misses per object (binomial).
+        alarm_first = threshold < optimum
+        low = (float(stats.poisson_rate_lower(harm, n_harm, side)) if alarm_first
+               else _lower_bound(harm, n_harm, side))
+        up = (float(stats.clopper_pearson_upper(help_, n_help, side)) if alarm_first
+              else float(stats.poisson_rate_upper(help_, n_help, side)))
+        return float(w_harm * low - w_help * up)
     low = _lower_bound(harm, n_harm, side)
     up = float(stats.clopper_pearson_upper(help_, n_help, side))
     return float(w_harm * low - w_help * up)
@@ -822,7 +831,12 @@ def _gate_label(store, e: ThresholdEntry, det: str, dep_version: str, model_vers
         ))
         return gate
     try:
-        curve = error_curve(store.count_table(det, model_version, e.label, split=split))
+        if e.policy is not None and e.policy.detection_unit:
+            data = store.detection_count_table(det, model_version, e.label, split=split,
+                                               iou_threshold=e.policy.matching_iou)
+            curve = detection_curve(data.table, data.n_images, e.label)
+        else:
+            curve = error_curve(store.count_table(det, model_version, e.label, split=split))
     except InputError as exc:
         gate.criteria.append(Criterion("data", FAIL, f"cannot evaluate the candidate: {exc}"))
         return gate

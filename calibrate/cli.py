@@ -24,9 +24,9 @@ from rich.text import Text
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.cli_probability import calibration_cmd as _calibration_cmd
 from calibrate.cli_probability import monitor_cmd as _monitor_cmd
-from calibrate.errors import CalibrateError
+from calibrate.errors import CalibrateError, InputError
 from calibrate.io import dumps_json
-from calibrate.policy import PolicySet
+from calibrate.policy import PolicySet, by_action
 from calibrate.render import Column, KeyTable
 from calibrate.render import count as _count
 from calibrate.render import figure as _figure
@@ -280,7 +280,9 @@ def thresholds(
 
     Prints per label the threshold, both error rates with their exact upper bounds,
     the expected cost per item, whether the limits hold, and how many more samples an
-    unmet limit needs.
+    unmet limit needs. Labels whose policy says unit = "detection" get their own table:
+    true / false detections and missed objects (results matched to ground-truth boxes),
+    false detections per image and cost per image.
     """
     from calibrate import workflow
 
@@ -388,13 +390,34 @@ _THRESHOLD_COLUMNS = [("label", True, "left"), ("threshold", True, "right"),
                       ("limits", True, "left")]
 
 
-def _thresholds_table(outcome) -> tuple[KeyTable, list[str]]:
-    """The thresholds table (a row per label, and one per held-out split) and notes."""
-    results = outcome.results
-    table = KeyTable([Column(n, key=k, justify=j) for n, k, j in _THRESHOLD_COLUMNS])
-    heads = [n for n, _, _ in _THRESHOLD_COLUMNS]
+def _detection_figures(c) -> list[str]:
+    """Detection-unit figures: true/false/missed counts, false detections per image
+    (exact Poisson upper bound), miss rate over objects (exact upper bound), cost per image."""
+    miss_up, fd_up = by_action(c.action, c.false_accept_rate_upper, c.false_reject_rate_upper)
+    return [
+        f"{_count(c.true_detections)}/{_count(c.false_detections)}/{_count(c.missed_objects)}",
+        f"{_figure(c.false_detections / c.n_images)} ({_figure(fd_up)})",
+        f"{_figure(c.missed_objects / c.n_objects * 100)} ({_figure(miss_up * 100)})",
+        _figure(c.expected_cost),
+    ]
+
+
+_DETECTION_COLUMNS = [("label", True, "left"), ("threshold", True, "right"),
+                      ("true/false/missed", False, "right"), ("false/img (up)", False, "right"),
+                      ("missed % (up)", False, "right"), ("cost/img", False, "right"),
+                      ("limits", True, "left")]
+
+
+def _thresholds_table(outcome, unit: str = "image") -> tuple[KeyTable, list[str]]:
+    """The thresholds table of the labels decided at ``unit`` (a row per label, and
+    one per held-out split) and notes."""
+    results = [r for r in outcome.results if r.unit == unit]
+    columns = _DETECTION_COLUMNS if unit == "detection" else _THRESHOLD_COLUMNS
+    figures = _detection_figures if unit == "detection" else _figures
+    table = KeyTable([Column(n, key=k, justify=j) for n, k, j in columns])
+    heads = [n for n, _, _ in columns]
     notes = []
-    one_detector = len({x.detector for x in results}) == 1
+    one_detector = len({x.detector for x in outcome.results}) == 1
     for r in results:
         c = r.choice
         version = r.model_version if one_detector else f"{r.detector} {r.model_version}"
@@ -404,12 +427,12 @@ def _thresholds_table(outcome) -> tuple[KeyTable, list[str]]:
             table.add_row([name, Text("cannot calibrate", "yellow"), *[""] * 5])
             notes.append(f"[bold]{label}[/] ({escape(version)}): {escape(r.problem or '')}")
             continue
-        table.add_row([name, _short_threshold(c.threshold), *_figures(c), _limits_text(c)])
+        table.add_row([name, _short_threshold(c.threshold), *figures(c), _limits_text(c)])
         if r.held_out is not None or r.held_out_split:
             h = r.held_out
             lead = Text.assemble(("! " if r.held_out_flags else "", "bold yellow"),
                                  (f"on {r.held_out_split}", "dim"))
-            figs = _figures(h) if h is not None else ["n/a", "", "", ""]
+            figs = figures(h) if h is not None else ["n/a", "", "", ""]
             met = Text("") if h is None or not h.limit_checks else (
                 Text("met", "green") if h.limits_met else Text("not met", "red"))
             cells = [lead, *figs, met]
@@ -425,22 +448,41 @@ def _thresholds_table(outcome) -> tuple[KeyTable, list[str]]:
 def _print_thresholds(outcome) -> None:
     results = outcome.results
     out.print(escape(f"Thresholds from {outcome.source}"), highlight=False, soft_wrap=False)
-    table, notes = _thresholds_table(outcome)
-    table.print(out)
-    conf = {r.choice.policy.confidence for r in results if r.choice}
-    failed = outcome.n_failed
-    out.print(
-        "Rule: fire when score >= threshold (figures rounded to 4 significant digits; "
-        "exact values: --format json or the thresholds file). FA/FR = "
-        "false-accept/false-reject rate; (up) = exact one-sided "
-        f"Clopper-Pearson upper bound at {', '.join(f'{c:.0%}' for c in sorted(conf))}. "
-        "The first row of a label is the data that chose the threshold (bounds not "
-        "adjusted for that choice); the 'on <split>' row is held out, the honest one; "
-        "! = they disagree. Two limits on a label are tested together (each at "
-        "1 - alpha/2)"
-        + (f"; {failed:,} failed detector call(s) excluded." if failed else "."),
-        highlight=False, soft_wrap=False, markup=False,
-    )
+    conf = ", ".join(f"{c:.0%}" for c in sorted({r.choice.policy.confidence
+                                                 for r in results if r.choice}))
+    notes = []
+    if any(r.unit == "image" for r in results):
+        table, notes = _thresholds_table(outcome)
+        table.print(out)
+        failed = outcome.n_failed
+        out.print(
+            "Rule: fire when score >= threshold (figures rounded to 4 significant digits; "
+            "exact values: --format json or the thresholds file). FA/FR = "
+            "false-accept/false-reject rate; (up) = exact one-sided "
+            f"Clopper-Pearson upper bound at {conf}. "
+            "The first row of a label is the data that chose the threshold (bounds not "
+            "adjusted for that choice); the 'on <split>' row is held out, the honest one; "
+            "! = they disagree. Two limits on a label are tested together (each at "
+            "1 - alpha/2)"
+            + (f"; {failed:,} failed detector call(s) excluded." if failed else "."),
+            highlight=False, soft_wrap=False, markup=False,
+        )
+    if any(r.unit == "detection" for r in results):
+        ious = sorted({r.iou_threshold for r in results if r.unit == "detection"})
+        out.print(f"Per detection (unit = detection, matched at IoU >= "
+                  f"{', '.join(f'{t:g}' for t in ious)}):", highlight=False, soft_wrap=False)
+        table, more = _thresholds_table(outcome, "detection")
+        table.print(out)
+        notes += more
+        out.print(
+            "Rule: keep a detection when its score >= threshold. true = kept detections "
+            "that match a ground-truth object, false = kept detections that match none, "
+            "missed = objects no kept detection matches (COCO protocol). false/img = false "
+            "detections per image, with the exact Poisson upper bound (a count per image, "
+            "not a binomial rate); missed % over objects with the exact Clopper-Pearson "
+            f"upper bound; both at {conf}. Cost is per image.",
+            highlight=False, soft_wrap=False, markup=False,
+        )
     # Prose is wrapped to the terminal (soft_wrap off): these are read, not grepped.
     for n in notes + [escape(f"note: {x}") for x in outcome.notices]:
         out.print(n, highlight=False, soft_wrap=False)
@@ -672,24 +714,47 @@ def _print_score_summary(outcome, store: Path, max_calls: int | None) -> None:
 @app.command("import-scores")
 def import_scores_cmd(
     scores_file: Annotated[
-        Path, typer.Argument(help="CSV or Parquet scores table (see 'calibrate thresholds --help').")
+        Path, typer.Argument(help="CSV or Parquet scores table (see 'calibrate thresholds "
+                             "--help'), or a COCO results .json with --ground-truth.")
     ],
     store: StoreOption = Path("calibrate.duckdb"),
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: file stem).")] = None,
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Dataset name (default: the file stem; with --ground-truth, its stem).")] = None,
     detector: Annotated[str, typer.Option(help="Detector name if the table has none.")] = "precomputed",
     model_version: Annotated[
         Optional[str], typer.Option(help="Model version if the table has none.")
     ] = None,
+    ground_truth: Annotated[Optional[Path], typer.Option(
+        "--ground-truth", help="The COCO annotation file (images, categories, annotations "
+        "with bbox) that a COCO results file's ids refer to.")] = None,
 ) -> None:
-    """Import scores produced elsewhere into the store, one run per model version."""
-    from calibrate.detectors.precomputed import import_scores
+    """Import scores produced elsewhere into the store, one run per model version.
+
+    A COCO results file (a JSON array of image_id, category_id, bbox, score, as
+    Ultralytics, Detectron2 or pycocotools write it) is imported with its COCO ground
+    truth, boxes included, so it can be calibrated per image and per detection.
+    """
+    from calibrate.detectors.precomputed import import_coco_results, import_scores
     from calibrate.store import ScoreStore
 
     try:
-        with ScoreStore(store) as st:
-            runs = import_scores(
-                st, scores_file, dataset=dataset, detector=detector, model_version=model_version
+        is_json = scores_file.suffix.lower() == ".json"
+        if is_json != (ground_truth is not None):
+            raise InputError(
+                f"{scores_file}: a COCO results .json needs --ground-truth (the COCO "
+                "annotation file its ids refer to)." if is_json else
+                f"--ground-truth goes with a COCO results .json, not {scores_file.name}; "
+                "a CSV or Parquet table carries its truth in its 'truth' column."
             )
+        with ScoreStore(store) as st:
+            if ground_truth is not None:
+                runs = [import_coco_results(st, scores_file, ground_truth, dataset=dataset,
+                                            detector=detector, model_version=model_version)]
+            else:
+                runs = import_scores(
+                    st, scores_file, dataset=dataset, detector=detector,
+                    model_version=model_version,
+                )
     except CalibrateError as exc:
         _fail(exc)
     out.print(f"imported {scores_file} into {store}: run(s) {', '.join(runs)}", highlight=False)

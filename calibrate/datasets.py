@@ -23,6 +23,7 @@ from calibrate.samples import (
     read_parts_info,
     render_face_item,
     render_part,
+    render_part_with_box,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "read_parts_info",
     "render_face_item",
     "render_part",
+    "render_part_with_box",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "ACTIONS",
     "IF_LIMIT_UNPROVEN",
     "DEFAULT_POLICY",
+    "UNITS",
     "CostWeights",
     "ErrorKinds",
     "Policy",
@@ -135,6 +136,16 @@ IF_LIMIT_UNPROVEN: dict[str, str] = {
 }
 
 
+#: What one error is (the policy key ``unit``). ``image``: one score per image and label
+#: (its highest result); ``detection``: every result matched to ground-truth objects
+#: (COCO protocol, :mod:`calibrate.matching`), so a miss is one object and a false alarm
+#: one detection, and cost is per image.
+UNITS: dict[str, str] = {
+    "image": "one decision per image and label (its highest result)",
+    "detection": "one decision per detection, matched to ground-truth objects",
+}
+
+
 class CostWeights(NamedTuple):
     """Expected cost per item is ``miss * false_negatives + false_alarm * false_positives``.
 
@@ -223,6 +234,19 @@ class Policy:
     if_limit_unproven : {"refuse", "cost_optimal", "protective", "never_fire"}, default "refuse"
         What to deploy when no threshold can be shown to meet the limits (see
         :data:`IF_LIMIT_UNPROVEN`). ``refuse`` exports nothing for the label.
+    unit : {"image", "detection"}, default "image"
+        What one error is (see :data:`UNITS`). At ``"detection"`` the positives are
+        ground-truth objects (a miss is an object no kept detection matched) and the
+        false alarms are kept detections that match no object; expected cost is per
+        image: ``c_miss * missed objects / images + c_alarm * false detections /
+        images``, with ``c_miss, c_alarm`` named by the action as at the image unit.
+        ``prevalence`` is refused there (the cost is per image of the calibration set
+        as sampled), and so is a limit on false detections: they are counts per image,
+        not a share of a fixed number of trials, so no binomial bound applies (the
+        figures show an exact Poisson bound of false detections per image instead).
+    iou_threshold : float, optional
+        Only with ``unit = "detection"``: the IoU at which a detection matches an
+        object (default 0.5, the COCO protocol's AP50).
 
     Raises
     ------
@@ -238,6 +262,8 @@ class Policy:
     max_false_reject_rate: float | None = None
     confidence: float = 0.95
     if_limit_unproven: str = "refuse"
+    unit: str = "image"
+    iou_threshold: float | None = None
 
     def __post_init__(self) -> None:
         _checked("action", _action, self.action)
@@ -261,6 +287,51 @@ class Policy:
                 f"got {self.if_limit_unproven!r}.",
                 "if_limit_unproven",
             )
+        self._check_unit()
+
+    def _check_unit(self) -> None:
+        if not isinstance(self.unit, str) or self.unit not in UNITS:
+            raise PolicyError(f"unit must be one of {', '.join(map(repr, UNITS))}, got "
+                              f"{self.unit!r}.", "unit")
+        if self.unit == "image":
+            if self.iou_threshold is not None:
+                raise PolicyError(
+                    "iou_threshold applies only with unit = \"detection\" (matching results "
+                    "to ground-truth boxes); remove it or set unit = \"detection\".",
+                    "iou_threshold")
+            return
+        tau = self.iou_threshold
+        if tau is not None and (isinstance(tau, bool) or not isinstance(tau, (int, float))
+                                or not 0 < tau <= 1):
+            raise PolicyError(f"iou_threshold must be a number in (0, 1], got {tau!r}; 0.5 "
+                              "is the COCO protocol's usual value.", "iou_threshold")
+        if self.prevalence is not None:
+            raise PolicyError(
+                "prevalence applies to unit = \"image\" only: at unit = \"detection\" the "
+                "cost is per image of the calibration set as sampled (objects and false "
+                "detections per image), so a deployment share of positive images cannot "
+                "reweight it exactly. Remove prevalence from this label's policy (one set in "
+                "[defaults]: move it to the tables of the image-level labels).", "prevalence")
+        alarm_limit = by_action(self.action, "max_false_accept_rate",
+                                "max_false_reject_rate")[1]
+        if getattr(self, alarm_limit) is not None:
+            raise PolicyError(
+                f"{alarm_limit} limits false detections here (unit = \"detection\", action "
+                f"= {self.action!r}); false detections per image are counts, not a share of "
+                "a fixed number of trials, so no binomial limit applies. Limit the missed "
+                "objects instead, or use unit = \"image\".", alarm_limit)
+
+    @property
+    def detection_unit(self) -> bool:
+        """True when one error is one detection or object (``unit = "detection"``)."""
+        return self.unit == "detection"
+
+    @property
+    def matching_iou(self) -> float | None:
+        """The IoU threshold of matching at the detection unit (default 0.5), else None."""
+        if not self.detection_unit:
+            return None
+        return 0.5 if self.iou_threshold is None else float(self.iou_threshold)
 
     # -- the action arithmetic ----------------------------------------------------------
 
@@ -283,7 +354,12 @@ class Policy:
         return float(self.confidence)
 
     def prevalence_for(self, n_positive: int, n_negative: int) -> float:
-        """The deployment prevalence: the policy's, or the sample's share of positives."""
+        """The deployment prevalence: the policy's, or the sample's share of positives.
+
+        At the detection unit there is none (NaN): cost is per image as sampled.
+        """
+        if self.detection_unit:
+            return float("nan")
         if self.prevalence is not None:
             return float(self.prevalence)
         return n_positive / (n_positive + n_negative)
@@ -293,9 +369,16 @@ class Policy:
 
         reject: ``c_FA * pi * FNR + c_FR * (1 - pi) * FPR``;
         accept: ``c_FA * (1 - pi) * FPR + c_FR * pi * FNR``.
+
+        At ``unit = "detection"``, ``n_positive`` is the number of ground-truth objects
+        and ``n_negative`` the number of images (false detections are counted per
+        image), and the cost per image is ``c_miss * FN / images + c_alarm * FP /
+        images``.
         """
         pi = self.prevalence_for(n_positive, n_negative)
         c_miss, c_alarm = by_action(self.action, self.cost_false_accept, self.cost_false_reject)
+        if self.detection_unit:
+            return CostWeights(c_miss / n_negative, c_alarm / n_negative, pi)
         return CostWeights(c_miss * pi / n_positive, c_alarm * (1.0 - pi) / n_negative, pi)
 
     def expected_cost(self, false_negatives, false_positives, n_positive: int, n_negative: int):
@@ -308,8 +391,27 @@ class Policy:
         """Neutral counts at a threshold named as false accepts and false rejects."""
         fa, fr = by_action(self.action, false_negatives, false_positives)
         n_fa, n_fr = by_action(self.action, n_positive, n_negative)
-        about_fa, about_fr = by_action(self.action, "positive", "negative")
+        about_fa, about_fr = by_action(self.action, *(
+            ("object", "image") if self.detection_unit else ("positive", "negative")))
         return ErrorKinds(fa, n_fa, about_fa, fr, n_fr, about_fr)
+
+    def upper_bounds(self, errs: ErrorKinds) -> tuple[float, float]:
+        """Exact one-sided upper bounds (at ``confidence``) of the two named rates.
+
+        Clopper-Pearson for a share of a class. At the detection unit false detections
+        are counted per image, which is not binomial (an image can hold several), so
+        their bound is the exact Poisson one (:func:`stats.poisson_rate_upper`).
+
+        Returns
+        -------
+        false_accept_upper, false_reject_upper : float
+        """
+        miss, alarm = stats.clopper_pearson_upper, stats.clopper_pearson_upper
+        if self.detection_unit:
+            alarm = stats.poisson_rate_upper
+        fa, fr = by_action(self.action, miss, alarm)
+        return (float(fa(errs.false_accepts, errs.n_false_accept, self.confidence)),
+                float(fr(errs.false_rejects, errs.n_false_reject, self.confidence)))
 
     def error_allowances(self, n_positive: int, n_negative: int) -> tuple[float, float]:
         """Largest false-negative and false-positive counts that still meet the limits.

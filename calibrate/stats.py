@@ -23,6 +23,8 @@ __all__ = [
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "max_errors_within",
+    "poisson_rate_lower",
+    "poisson_rate_upper",
     "samples_needed",
     "zero_failure_sample_size",
 ]
@@ -66,6 +68,63 @@ def clopper_pearson_upper(errors, n, confidence: float = 0.95):
         u = _sps.beta.ppf(c, k + 1.0, np.maximum(m - k, 1.0))
     u = np.where((k >= m) | (m == 0), 1.0, u)
     return float(u) if u.ndim == 0 else u
+
+
+def poisson_rate_upper(count, exposure, confidence: float = 0.95):
+    """Exact one-sided upper bound of a Poisson rate (events per unit of exposure).
+
+    For counts that are not a share of a fixed number of trials, such as false
+    detections per image (an image can hold several): the Garwood bound
+    ``chi2.ppf(c, 2 (k + 1)) / (2 n)``, the largest rate under which seeing ``k`` or
+    fewer events in ``n`` units still has probability at least ``1 - c``. It assumes
+    the events arrive independently at one rate per image; clustered false
+    detections (several on one bad image) make it optimistic.
+
+    Parameters
+    ----------
+    count : int or array-like of int
+        Events observed (``>= 0``).
+    exposure : int or array-like of int
+        Units observed (images, ``> 0``).
+    confidence : float, default 0.95
+
+    Returns
+    -------
+    float or ndarray
+
+    Examples
+    --------
+    >>> round(float(poisson_rate_upper(0, 1000)), 6)  # about 3/n, as the rule of three
+    0.002996
+    """
+    c = _check_confidence(confidence)
+    k = np.asarray(count, dtype=np.float64)
+    m = np.asarray(exposure, dtype=np.float64)
+    if np.any(k < 0) or np.any(m <= 0):
+        raise InputError(f"a Poisson rate needs count >= 0 and exposure > 0; got "
+                         f"count={count!r}, exposure={exposure!r}.")
+    u = _sps.chi2.ppf(c, 2.0 * (k + 1.0)) / (2.0 * m)
+    return float(u) if u.ndim == 0 else u
+
+
+def poisson_rate_lower(count, exposure, confidence: float = 0.95):
+    """Exact one-sided lower bound of a Poisson rate: ``chi2.ppf(1 - c, 2 k) / (2 n)``,
+    0 when nothing was counted (see :func:`poisson_rate_upper`).
+
+    Examples
+    --------
+    >>> round(float(poisson_rate_lower(10, 100)), 5)
+    0.05425
+    """
+    c = _check_confidence(confidence)
+    k = np.asarray(count, dtype=np.float64)
+    m = np.asarray(exposure, dtype=np.float64)
+    if np.any(k < 0) or np.any(m <= 0):
+        raise InputError(f"a Poisson rate needs count >= 0 and exposure > 0; got "
+                         f"count={count!r}, exposure={exposure!r}.")
+    with np.errstate(invalid="ignore"):
+        low = np.where(k > 0, _sps.chi2.ppf(1.0 - c, 2.0 * np.maximum(k, 1.0)) / (2.0 * m), 0.0)
+    return float(low) if low.ndim == 0 else low
 
 
 def clopper_pearson_lower(errors, n, confidence: float = 0.95):

@@ -28,6 +28,16 @@ from scipy.stats import fisher_exact
 from calibrate import stats
 from calibrate.curves import CountTable, ErrorCurve, count_table, error_curve
 from calibrate.errors import InputError, NoRankingInformationWarning
+from calibrate.matching import DetectionTable
+from calibrate.detection_choice import (
+    detection_curve_of,
+    detection_error_words,
+    detection_summary,
+    error_words,
+    limit_words,
+    poisson_rate_test,
+)
+from calibrate.formatting import format_figure, format_rate, format_threshold
 from calibrate.policy import (
     ACTIONS,
     IF_LIMIT_UNPROVEN,
@@ -96,6 +106,10 @@ class LimitCheck:
         Exact one-sided lower bound of the rate at ``confidence``.
     refuted : bool
         ``lower > limit``: the limit is shown to fail at this threshold.
+    least_errors : int
+        The fewest errors of this kind at any threshold: 0 at the image unit; at the
+        detection unit, for missed objects, the objects no detection matches at all
+        (``samples_needed_minimum`` is counted from there).
 
     Notes
     -----
@@ -116,6 +130,7 @@ class LimitCheck:
     samples_needed_minimum: int = 0
     lower: float = 0.0
     refuted: bool = False
+    least_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,10 +226,57 @@ class ThresholdChoice:
         """The evaluated option ``name`` (see ``options``), or None."""
         return next((o.choice for o in self.options if o.name == name), None)
 
+    # -- the decision unit ---------------------------------------------------------------
+
+    @property
+    def unit(self) -> str:
+        """What one error is: ``"image"`` or ``"detection"`` (the policy's ``unit``)."""
+        return self.policy.unit
+
+    @property
+    def iou_threshold(self) -> float | None:
+        """IoU of matching at the detection unit; None at the image unit."""
+        return self.policy.matching_iou
+
+    @property
+    def n_objects(self) -> int | None:
+        """Detection unit: ground-truth objects (non-ignored); else None."""
+        return self.n_positive if self.policy.detection_unit else None
+
+    @property
+    def n_images(self) -> int:
+        """Images counted (at the image unit, positives plus negatives)."""
+        return self.n_negative if self.policy.detection_unit else self.n_positive + self.n_negative
+
+    @property
+    def missed_objects(self) -> int | None:
+        """Detection unit: objects no kept detection matched; else None."""
+        if not self.policy.detection_unit:
+            return None
+        return int(by_action(self.action, self.false_accepts, self.false_rejects)[0])
+
+    @property
+    def false_detections(self) -> int | None:
+        """Detection unit: kept detections that match no object; else None."""
+        if not self.policy.detection_unit:
+            return None
+        return int(by_action(self.action, self.false_accepts, self.false_rejects)[1])
+
+    @property
+    def true_detections(self) -> int | None:
+        """Detection unit: kept detections that match an object; else None."""
+        return None if self.missed_objects is None else self.n_positive - self.missed_objects
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form, JSON-serialisable except that ``+inf`` stays a float."""
         d = {f.name: getattr(self, f.name) for f in fields(self)
              if f.name not in ("options", "limit_checks", "policy")}
+        d["unit"] = self.unit
+        if self.policy.detection_unit:
+            d.update(iou_threshold=self.iou_threshold, n_objects=self.n_objects,
+                     n_images=self.n_images, true_detections=self.true_detections,
+                     false_detections=self.false_detections,
+                     missed_objects=self.missed_objects)
         d["policy"] = self.policy.to_dict()
         d["limit_checks"] = [asdict(c) for c in self.limit_checks]
         d["options"] = [{"name": o.name, "meaning": o.meaning, **o.choice.to_dict()}
@@ -237,43 +299,6 @@ class ThresholdOption(NamedTuple):
     name: str
     meaning: str
     choice: ThresholdChoice
-
-
-def format_rate(x: float) -> str:
-    """A rate as a percentage with three significant digits (``0.00123`` -> ``0.123%``)."""
-    return f"{100 * x:.3g}%"
-
-
-def format_figure(x: float | None, digits: int = 4, *, sign: bool = False) -> str:
-    """``x`` with ``digits`` significant digits (trailing zeros kept: ``0.9690``).
-
-    Thousands are separated (``12,346``); very small or large magnitudes use an exponent.
-    ``None`` and NaN are ``-``.
-    """
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    x = float(x)
-    plus = "+" if sign and x > 0 else ""
-    if math.isinf(x):
-        return f"{plus}{x}"
-    if x == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(x)))
-    decimals = max(0, digits - 1 - magnitude)
-    if decimals and abs(round(x, decimals)) >= 10 ** (magnitude + 1):
-        decimals -= 1  # rounding carried into a new digit: 9.99996 -> 10.00
-    if not -4 <= magnitude < 6:
-        return f"{plus}{x:#.{digits - 1}e}"
-    text = f"{x:,.{decimals}f}"
-    return plus + text
-
-
-def format_threshold(t: float, *, never: str = "never fire", always: str = "always fire") -> str:
-    """A threshold exactly as chosen (a rounded value could change decisions), or the
-    words for the two infinite rules."""
-    if math.isinf(t):
-        return never if t > 0 else always
-    return repr(float(t))
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,10 +346,12 @@ def tie_break(cost, false_accepts, index) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def _limit_checks(policy: Policy, errs) -> list[LimitCheck]:
+def _limit_checks(policy: Policy, errs, least=(0, 0)) -> list[LimitCheck]:
     """One :class:`LimitCheck` per limit of the policy, from the named error counts,
-    each at the level that makes all of them hold together."""
+    each at the level that makes all of them hold together; ``least`` is the fewest
+    false accepts and false rejects any threshold has."""
     conf = policy.limit_confidence
+    fewest = {"false_accept": int(least[0]), "false_reject": int(least[1])}
     counts = {
         "false_accept": (errs.false_accepts, errs.n_false_accept, errs.false_accept_class),
         "false_reject": (errs.false_rejects, errs.n_false_reject, errs.false_reject_class),
@@ -335,10 +362,10 @@ def _limit_checks(policy: Policy, errs) -> list[LimitCheck]:
         up = stats.clopper_pearson_upper(k, n, conf)
         met = bool(up <= limit)
         need = 0 if met else stats.samples_needed(limit, conf, errors=k, n=n)
-        least = 0 if met else stats.samples_needed(limit, conf, errors=0, n=n)
+        least = 0 if met else stats.samples_needed(limit, conf, errors=fewest[error], n=n)
         low = stats.clopper_pearson_lower(k, n, conf)
         checks.append(LimitCheck(error, limit, conf, int(k), int(n), about, k / n, up, met,
-                                 need, least, float(low), bool(low > limit)))
+                                 need, least, float(low), bool(low > limit), fewest[error]))
     return checks
 
 
@@ -347,10 +374,12 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
     conf = policy.confidence
     parts = [preamble] if preamble else []
     for c in (c for c in checks if not c.met):
-        word = c.error.replace("_", " ")
-        head = (f"At this threshold {c.errors} of {c.n:,} {c.about}s are {word}s "
-                f"(rate {format_rate(c.rate)}, {c.confidence:.3g} upper bound "
-                f"{format_rate(c.upper)}), above the limit {format_rate(c.limit)}")
+        # At the detection unit the errors are missed objects, the action's name beside.
+        word = error_words(policy, c.error)
+        counted, rate = limit_words(policy, c.error, c.errors, c.n, c.about)
+        head = (f"At this threshold {counted} ({rate} {format_rate(c.rate)}, "
+                f"{c.confidence:.3g} upper bound {format_rate(c.upper)}), above the limit "
+                f"{format_rate(c.limit)}")
         if c.refuted:
             # More error-free samples is no plan when the errors seen already break it.
             parts.append(f"{head}; the limit is shown to fail here (lower bound "
@@ -358,14 +387,18 @@ def _explain(checks, policy: Policy, threshold: float, errs, bounds, preamble: s
             continue
         parts.append(
             f"{head}; showing the limit needs {c.samples_needed:,} more {c.about}s with no "
-            f"further {word}s."
+            f"further {word}."
             + (
                 f" No threshold can show it with fewer than {c.samples_needed_minimum:,} more "
-                f"(at a threshold with no {word}s)."
+                + (f"(at the lowest threshold, which still has {c.least_errors:,} {word}: "
+                   f"{c.about}s no detection matches)." if c.least_errors else
+                   f"(at a threshold with no {word}).")
                 if c.samples_needed_minimum < c.samples_needed
                 else ""
             )
         )
+    if not parts and policy.detection_unit:
+        parts.append(detection_summary(policy, threshold, errs, bounds))
     if not parts:
         fires = ("never fire" if math.isinf(threshold) and threshold > 0
                  else f"fire at score >= {threshold:.6g}")
@@ -399,9 +432,10 @@ def _describe(
     n_pos, n_neg = curve.n_positive, curve.n_negative
     errs = policy.errors(fn, fp, n_pos, n_neg)
     conf = policy.confidence
-    fa_up = stats.clopper_pearson_upper(errs.false_accepts, errs.n_false_accept, conf)
-    fr_up = stats.clopper_pearson_upper(errs.false_rejects, errs.n_false_reject, conf)
-    checks = _limit_checks(policy, errs)
+    fa_up, fr_up = policy.upper_bounds(errs)
+    # At the detection unit objects that no detection matches are missed at any cutoff.
+    floor = int(curve.false_negatives[-1]) if policy.detection_unit and len(curve) else 0
+    checks = _limit_checks(policy, errs, by_action(policy.action, floor, 0))
     limits_met = all(c.met for c in checks)
     unmet = [c for c in checks if not c.met]
     if status == "ok" and not limits_met:
@@ -574,9 +608,8 @@ def _unmet(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> Thr
                        status, f"{preamble} {why}".strip())
     listed = "; ".join(
         f"{o.name.replace('_', '-')} ({_short(o.choice.threshold)}) costs "
-        f"{o.choice.expected_cost:.4g} per item, false accepts "
-        f"{format_rate(o.choice.false_accept_rate)}, false rejects "
-        f"{format_rate(o.choice.false_reject_rate)}" for o in options)
+        f"{o.choice.expected_cost:.4g} per {'image' if policy.detection_unit else 'item'}, "
+        f"{_error_words(o.choice)}" for o in options)
     if decision == "refuse":
         others = ", ".join(repr(k) for k in IF_LIMIT_UNPROVEN if k != "refuse")
         act = (f"Nothing is deployed for this label (if_limit_unproven = \"refuse\"; "
@@ -589,6 +622,15 @@ def _unmet(curve: ErrorCurve, policy: Policy, status: str, preamble: str) -> Thr
     return replace(chosen, options=tuple(options), decision=decision,
                    samples_needed=None if refuted else chosen.samples_needed,
                    explanation=f"{chosen.explanation} Options: {listed}. {act}")
+
+
+def _error_words(choice: ThresholdChoice) -> str:
+    """Both errors of a choice in words: rates at the image unit; missed objects and
+    false detections per image at the detection unit."""
+    if choice.policy.detection_unit:
+        return detection_error_words(choice)
+    return (f"false accepts {format_rate(choice.false_accept_rate)}, false rejects "
+            f"{format_rate(choice.false_reject_rate)}")
 
 
 def _short(t: float) -> str:
@@ -813,6 +855,16 @@ class LabelThreshold:
         """``(detector, model_version, label)``."""
         return self.detector, self.model_version, self.label
 
+    @property
+    def unit(self) -> str:
+        """What one error is for this label: ``"image"`` or ``"detection"``."""
+        return self.policy.unit if self.policy is not None else "image"
+
+    @property
+    def iou_threshold(self) -> float | None:
+        """IoU of matching at the detection unit; None at the image unit."""
+        return self.policy.matching_iou if self.policy is not None else None
+
     def with_choice(self, choice: ThresholdChoice) -> LabelThreshold:
         """A copy with another choice (e.g. a deployed threshold evaluated here)."""
         return replace(self, choice=choice)
@@ -840,22 +892,39 @@ def held_out_flags(calibration: ThresholdChoice, held_out: ThresholdChoice) -> t
     """
     alpha = 1.0 - calibration.policy.confidence
     flags = []
-    for word, k1, n1, k2, n2 in (
-        ("false-accept", calibration.false_accepts, _n_of(calibration, "fa"),
+    alarm_side = (by_action(calibration.action, "miss", "alarm")
+                  if calibration.policy.detection_unit else (None, None))
+    for word, side, k1, n1, k2, n2 in (
+        ("false-accept", alarm_side[0], calibration.false_accepts, _n_of(calibration, "fa"),
          held_out.false_accepts, _n_of(held_out, "fa")),
-        ("false-reject", calibration.false_rejects, _n_of(calibration, "fr"),
+        ("false-reject", alarm_side[1], calibration.false_rejects, _n_of(calibration, "fr"),
          held_out.false_rejects, _n_of(held_out, "fr")),
     ):
         if not (n1 and n2):
             continue
+        if side == "alarm":
+            # False detections per image are Poisson counts, not shares of n: compare
+            # the two rates exactly, conditional on their total (binomial split by
+            # exposure), the classical exact test for two Poisson rates.
+            p = poisson_rate_test(k1, n1, k2, n2)
+            if p < alpha:
+                flags.append(f"held-out false detections per image {format_figure(k2 / n2, 3)} "
+                             f"differ from the calibration {format_figure(k1 / n1, 3)} beyond "
+                             f"chance (exact Poisson rate test p = {p:.3g})")
+            continue
+        # At the detection unit this is the miss rate over objects, named as such.
+        name = f"miss rate ({word} rate)" if side == "miss" else f"{word} rate"
         p = fisher_exact([[k1, n1 - k1], [k2, n2 - k2]]).pvalue
         if p < alpha:
-            flags.append(f"held-out {word} rate {format_rate(k2 / n2)} differs from the "
+            flags.append(f"held-out {name} {format_rate(k2 / n2)} differs from the "
                          f"calibration {format_rate(k1 / n1)} beyond chance (Fisher's exact "
                          f"test p = {p:.3g})")
     for c in held_out.limit_checks:
         if c.rate > c.limit:
-            flags.append(f"held-out {c.error.replace('_', '-')} rate {format_rate(c.rate)} "
+            name = f"{c.error.replace('_', '-')} rate"
+            if calibration.policy.detection_unit:
+                name = f"miss rate ({name})"  # the only binomial limit at this unit
+            flags.append(f"held-out {name} {format_rate(c.rate)} "
                          f"breaks the limit {format_rate(c.limit)}")
     return tuple(flags)
 
@@ -865,13 +934,22 @@ def _n_of(choice: ThresholdChoice, which: str) -> int:
     return int(n_fa if which == "fa" else n_fr)
 
 
+def _curve_of(data, policy: Policy, label: str) -> ErrorCurve:
+    """The curve of a label's data: a CountTable at the image unit, a
+    :class:`~calibrate.matching.DetectionTable` at the detection unit."""
+    if policy.detection_unit:
+        return detection_curve_of(data, label)
+    return error_curve(data)
+
+
 def _with_held_out(result: LabelThreshold, table_source, split: str) -> LabelThreshold:
     """``result`` with its chosen threshold evaluated on the held-out split."""
     if result.choice is None:
         return replace(result, held_out_split=split)
     try:
-        table = table_source()
-        curve = error_curve(table)
+        data = table_source()
+        curve = _curve_of(data, result.choice.policy, result.label)
+        table = data.table if isinstance(data, DetectionTable) else data
     except InputError:  # e.g. no positives on the held-out split: nothing honest to show
         return replace(result, held_out_split=split,
                        held_out_flags=(f"the {split} split cannot evaluate this label "
@@ -887,14 +965,22 @@ def _choose_one(key, table_source, policies: PolicySet, **provenance) -> LabelTh
     det, ver, label = (str(k) for k in key)
     policy = policies.for_label(label)  # a bad policy is the user's error: raise it
     try:
-        table = table_source()
-        curve = error_curve(table)
+        data = table_source(policy)
+        curve = _curve_of(data, policy, label)
     except InputError as exc:
         return LabelThreshold(det, ver, label, None, str(exc), policy=policy, **provenance)
+    table = data.table if isinstance(data, DetectionTable) else data
     with warnings.catch_warnings():
         # The flag travels in the choice's status; one warning per label is noise here.
         warnings.simplefilter("ignore", NoRankingInformationWarning)
         choice = choose_threshold_from_curve(curve, policy)
+    if isinstance(data, DetectionTable) and data.detection_scores is not None:
+        # Every detection's keep/drop decision must survive an exporter's rounding,
+        # also those absorbed by ignore regions, which the curve does not list.
+        ds = data.detection_scores
+        k = int(np.searchsorted(ds, choice.threshold, side="left"))
+        below = float(ds[k - 1]) if k else -np.inf
+        choice = replace(choice, next_score_below=max(choice.next_score_below, below))
     return LabelThreshold(det, ver, label, choice, None, policy=policy, table=table,
                           curve=curve, **provenance)
 
@@ -958,8 +1044,8 @@ def choose_thresholds(frame, policies: PolicySet) -> list[LabelThreshold]:
                                 dropna=False):
         out.append(_choose_one(
             key,
-            lambda g=g: count_table(g["score"].to_numpy(np.float64),
-                                    g["positive"].to_numpy(bool)),
+            lambda _policy, g=g: count_table(g["score"].to_numpy(np.float64),
+                                             g["positive"].to_numpy(bool)),
             policies,
         ))
     return out
@@ -1080,20 +1166,26 @@ def choose_thresholds_from_store(
         for label in sorted(every):
             if labels is not None and label not in labels:
                 continue
-            result = _choose_one(
-                (row.detector, row.model_version, label),
-                lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
-                    d, v, lab, **kw),
-                policies, **provenance,
-            )
+            def source(policy, d=row.detector, v=row.model_version, lab=label, sp=split):
+                return _store_table(store, policy, d, v, lab, dataset=dataset, split=sp)
+
+            result = _choose_one((row.detector, row.model_version, label), source, policies,
+                                 **provenance)
             if held_out is not None:
                 result = _with_held_out(
-                    result,
-                    lambda d=row.detector, v=row.model_version, lab=label: store.count_table(
-                        d, v, lab, dataset=dataset, split=held_out),
-                    held_out)
+                    result, lambda source=source: source(result.policy, sp=held_out), held_out)
             out.append(result)
     return out
+
+
+def _store_table(store, policy: Policy, detector: str, model_version: str, label: str, *,
+                 dataset: str | None, split: str | None):
+    """A label's data from the store at its policy's unit (image or detection)."""
+    if policy.detection_unit:
+        return store.detection_count_table(detector, model_version, label,
+                                           iou_threshold=policy.matching_iou,
+                                           dataset=dataset, split=split)
+    return store.count_table(detector, model_version, label, dataset=dataset, split=split)
 
 
 def default_held_out(split: str | None, splits) -> str | None:

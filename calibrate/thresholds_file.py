@@ -28,7 +28,7 @@ from typing import Any
 
 from calibrate.errors import InputError
 from calibrate.io import atomic_write_text, jsonable
-from calibrate.policy import IF_LIMIT_UNPROVEN, Policy
+from calibrate.policy import IF_LIMIT_UNPROVEN, Policy, by_action
 from calibrate.thresholds import LabelThreshold, ThresholdChoice
 from calibrate.version import __version__
 
@@ -180,6 +180,15 @@ class ThresholdEntry:
     problem : str or None
         Why the label cannot be calibrated.
     held_out : HeldOutFigures or None
+    unit : {"image", "detection"} or None
+        What one error is (the policy's ``unit``; None, read as ``"image"``, for an
+        entry without a policy and in files written before units were recorded). At ``"detection"`` ``n_positive`` is
+        the number of ground-truth objects, ``n_negative`` the number of images, the
+        miss-side counts are missed objects and the other side false detections (rate:
+        per image, bound: exact Poisson), ``expected_cost`` is per image and
+        ``prevalence`` is None.
+    iou_threshold : float or None
+        At ``"detection"``: the IoU at which detections were matched to objects.
     """
 
     label: str
@@ -210,6 +219,8 @@ class ThresholdEntry:
     problem: str | None = None
     held_out: HeldOutFigures | None = None
     data_warnings: tuple[str, ...] = ()
+    unit: str | None = None
+    iou_threshold: float | None = None
 
     @classmethod
     def uncalibrated(cls, label: str, detector: str, model_version: str, problem: str, *,
@@ -252,6 +263,26 @@ class ThresholdEntry:
     def option(self, name: str) -> OptionFigures | None:
         """The laid-out option ``name``, or None."""
         return next((o for o in self.options if o.name == name), None)
+
+    @property
+    def missed_objects(self) -> int | None:
+        """At the detection unit: objects no kept detection matched; else None."""
+        if self.unit != "detection" or self.false_accepts is None:
+            return None
+        return int(by_action(self.action, self.false_accepts, self.false_rejects)[0])
+
+    @property
+    def false_detections(self) -> int | None:
+        """At the detection unit: kept detections that match no object; else None."""
+        if self.unit != "detection" or self.false_accepts is None:
+            return None
+        return int(by_action(self.action, self.false_accepts, self.false_rejects)[1])
+
+    @property
+    def true_detections(self) -> int | None:
+        """At the detection unit: kept detections that match an object; else None."""
+        missed = self.missed_objects
+        return None if missed is None else int(self.n_positive) - missed
 
     def to_dict(self) -> dict[str, Any]:
         """The entry as plain data: status and decision first, None and empties left out."""
@@ -457,7 +488,8 @@ def thresholds_file_from_results(
         if c is None:
             entries.append(ThresholdEntry.uncalibrated(
                 r.label, r.detector, r.model_version, r.problem or "no threshold was chosen",
-                policy=r.policy, n_failed=r.n_failed, dataset=ds, dataset_fingerprint=fp))
+                policy=r.policy, n_failed=r.n_failed, dataset=ds, dataset_fingerprint=fp,
+                unit=r.policy.unit if r.policy else None, iou_threshold=r.iou_threshold))
             continue
         entries.append(
             ThresholdEntry(
@@ -469,8 +501,10 @@ def thresholds_file_from_results(
                 false_accept_rate_upper=c.false_accept_rate_upper,
                 false_reject_rate=c.false_reject_rate,
                 false_reject_rate_upper=c.false_reject_rate_upper,
-                expected_cost=c.expected_cost, prevalence=c.prevalence,
+                expected_cost=c.expected_cost,
+                prevalence=None if c.policy.detection_unit else c.prevalence,
                 limits_met=c.limits_met, status=c.status, n_failed=r.n_failed,
+                unit=c.unit, iou_threshold=c.iou_threshold,
                 dataset=ds, dataset_fingerprint=fp, decision=c.decision,
                 options=tuple(OptionFigures.from_choice(o.name, o.choice) for o in c.options),
                 samples_needed=c.samples_needed, held_out=HeldOutFigures.from_result(r),
@@ -531,6 +565,7 @@ _ENTRY_KEYS: dict[str, str] = {
     "threshold": _FLOAT, "next_score_below": _FLOAT, "false_accept_rate": _FLOAT,
     "false_accept_rate_upper": _FLOAT, "false_reject_rate": _FLOAT,
     "false_reject_rate_upper": _FLOAT, "expected_cost": _FLOAT, "prevalence": _FLOAT,
+    "unit": _STR, "iou_threshold": _FLOAT,
 }
 _OPTION_KEYS = {f.name: (_STR if f.name == "name" else _FLOAT) for f in fields(OptionFigures)}
 _HELD_OUT_KEYS = {
@@ -625,6 +660,8 @@ def _entry(raw, where: str) -> ThresholdEntry:
                          "threshold; remove one or the other.")
     if not uncalibrated and "next_score_below" not in kw:
         kw["next_score_below"] = -math.inf  # older files: any lower value is as safe
+    if kw.get("unit") == "detection":
+        kw.setdefault("prevalence", None)  # cost is per image as sampled: none applies
     required = [
         f.name for f in fields(ThresholdEntry)
         if f.name not in kw and f.name != "policy" and f.default is MISSING
@@ -638,6 +675,12 @@ def _entry(raw, where: str) -> ThresholdEntry:
         kw["policy"] = Policy.from_mapping(raw["policy"], where=f"{where}.policy")
         if kw.get("action", kw["policy"].action) != kw["policy"].action:
             raise InputError(f"{where}: action {kw['action']!r} differs from policy.action.")
+        pol = kw["policy"]
+        if (kw.get("unit") or "image", kw.get("iou_threshold")) != (pol.unit,
+                                                                    pol.matching_iou):
+            raise InputError(f"{where}: unit {kw.get('unit') or 'image'!r} / iou_threshold "
+                             f"{kw.get('iou_threshold')!r} differ from the policy's "
+                             f"{pol.unit!r} / {pol.matching_iou!r}.")
     if "options" in raw:
         kw["options"] = _options(raw["options"], where)
     if "held_out" in raw:

@@ -401,7 +401,7 @@ def prevalence_notices(results: list[LabelThreshold]) -> list[str]:
     out = []
     for r in results:
         c = r.choice
-        if c is not None and c.policy.prevalence is None:
+        if c is not None and c.policy.prevalence is None and not c.policy.detection_unit:
             out.append(
                 f"{r.label} ({r.detector} {r.model_version}): no prevalence in the policy, so "
                 f"cost uses the sample's {c.prevalence:.3g} ({c.n_positive:,} of "

@@ -67,3 +67,77 @@ def brute_samples_needed(limit, confidence, errors, n):
     while n + m <= errors or beta.ppf(confidence, errors + 1, n + m - errors) > limit:
         m += 1
     return m
+
+
+def _brute_iou(d, g, crowd):
+    """IoU of two (x_min, y_min, x_max, y_max) boxes, with plain Python floats."""
+    w = min(d[2], g[2]) - max(d[0], g[0])
+    h = min(d[3], g[3]) - max(d[1], g[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    d_area = (d[2] - d[0]) * (d[3] - d[1])
+    union = d_area if crowd else d_area + (g[2] - g[0]) * (g[3] - g[1]) - inter
+    return inter / union
+
+
+def brute_detection_counts(detections, objects, threshold, iou_threshold=0.5):
+    """Re-match from scratch keeping only detections with ``score >= threshold``.
+
+    ``detections``: list of ``(image, label, score, box)``; ``objects``: list of
+    ``(image, label, box, ignore)``. The COCO protocol, one detection at a time: in each
+    (image, label), detections by descending score (ties in list order) take the free
+    non-ignored object with the highest IoU >= tau (ties: the later object); failing
+    that, an ignore object with intersection / detection area >= tau absorbs them.
+
+    Returns ``{label: (true_detections, false_detections, missed_objects)}``.
+    """
+    tau = min(iou_threshold, 1 - 1e-10)
+    kept = [d for d in detections if d[2] >= threshold]
+    labels = {d[1] for d in detections} | {o[1] for o in objects}
+    out = {}
+    for label in labels:
+        tp = fp = 0
+        n_objects = sum(1 for o in objects if o[1] == label and not o[3])
+        for image in {d[0] for d in kept if d[1] == label}:
+            mine = [d for d in kept if d[0] == image and d[1] == label]
+            mine = sorted(mine, key=lambda d: -d[2])  # sorted() is stable
+            gts = [o for o in objects if o[0] == image and o[1] == label]
+            free = [not o[3] for o in gts]
+            for d in mine:
+                best, best_iou = None, -1.0
+                for j, o in enumerate(gts):
+                    if o[3] or not free[j]:
+                        continue
+                    iou = _brute_iou(d[3], o[2], False)
+                    if iou >= tau and iou >= best_iou:
+                        best, best_iou = j, iou
+                if best is not None:
+                    free[best] = False
+                    tp += 1
+                elif not any(o[3] and _brute_iou(d[3], o[2], True) >= tau for o in gts):
+                    fp += 1
+        out[label] = (tp, fp, n_objects - tp)
+    return out
+
+
+def brute_detection_points(detections, objects, label, n_images, *, action,
+                           cost_false_accept, cost_false_reject, max_miss_rate=None,
+                           confidence=0.95, iou_threshold=0.5):
+    """Every candidate threshold of one label at the detection unit, re-matched from
+    scratch: counts, cost per image (design formula) and whether a miss-rate limit holds
+    on the exact bound over objects."""
+    scores = sorted({d[2] for d in detections if d[1] == label}, reverse=True)
+    rows = []
+    for t in [math.inf] + scores:
+        tp, fd, missed = brute_detection_counts(detections, objects, t, iou_threshold).get(
+            label, (0, 0, 0))
+        n_obj = tp + missed
+        c_miss, c_fd = ((cost_false_accept, cost_false_reject) if action == "reject"
+                        else (cost_false_reject, cost_false_accept))
+        cost = c_miss * missed / n_images + c_fd * fd / n_images
+        ok = max_miss_rate is None or cp_upper(missed, n_obj, confidence) <= max_miss_rate
+        fa = missed if action == "reject" else fd
+        rows.append({"threshold": t, "true": tp, "false": fd, "missed": missed,
+                     "fa": fa, "cost": cost, "feasible": bool(ok)})
+    return rows

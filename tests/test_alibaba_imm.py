@@ -431,3 +431,24 @@ def test_codes_map_to_the_runner_taxonomy(fake, status, code, kind):
     exc = cls(status_code=status, code=code, message="m")
     err = det._classify(LabeledImage("o00", uri(0)), exc)
     assert type(err) is kind
+
+
+def test_pixel_boundaries_reach_detection_rows_unchanged(tmp_path, fake):
+    # IMM's Boundary is Left/Top/Width/Height in pixels: stored as pixel boxes, read back
+    # as x_min, y_min, x_max = Left + Width, y_max = Top + Height. These OSS images have
+    # no size in the manifest, and pixel boxes need none.
+    records = [{"id": f"o{i:02d}", "image": uri(i),
+                "objects": [{"label": "face", "box": [40, 100, 57, 119]}]} for i in range(3)]
+    ds = read_manifest(cf.write_manifest(tmp_path, records))
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        score_dataset(ds, imm(fake), store, RunOptions(**QUIET))
+        rows = store.detection_rows("alibaba-imm-faces", "t1", labels=["face"])
+        assert rows.n_images == 3 and len(rows.detections) == 6
+        for i in range(3):
+            want = []
+            for j in range(2):  # the fake's two faces per image
+                b = cf.imm_face(uri(i), j)["Boundary"]
+                want.append((b["Left"], b["Top"], b["Left"] + b["Width"], b["Top"] + b["Height"]))
+            got = rows.detections[rows.detections["image_id"] == f"o{i:02d}"]
+            assert sorted(map(tuple, got[["x_min", "y_min", "x_max", "y_max"]].values)) == (
+                sorted(want))

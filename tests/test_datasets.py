@@ -72,7 +72,14 @@ def test_manifest_lines(small):
     for i, rec in enumerate(lines, 1):
         assert rec["id"] == f"part-{i:05d}"
         assert rec["image"] == f"images/part-{i:05d}.png"
-        assert set(rec) == {"id", "image", "labels", "split", "severity", "nuisances"}
+        assert set(rec) == {"id", "image", "labels", "objects", "width", "height", "split",
+                            "severity", "nuisances"}
+        assert (rec["width"], rec["height"]) == (64, 64)
+        # One box per defect, none on a good part (a real negative).
+        assert [o["label"] for o in rec["objects"]] == rec["labels"]
+        for o in rec["objects"]:
+            x0, y0, x1, y1 = o["box"]
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
         assert rec["split"] in ("calibration", "test")
         assert isinstance(rec["labels"], list) and len(rec["labels"]) <= 1
         assert set(rec["labels"]) <= set(PARTS_LABELS)

@@ -254,7 +254,7 @@ def test_version_2_file_is_migrated_to_image_identities(tmp_path):
     make_v2(path)
     with ScoreStore(path) as store:
         meta = dict(store._db().execute("SELECT key, value FROM meta").fetchall())
-        assert meta["schema_version"] == str(SCHEMA_VERSION) == "3" and "migrated_from_2" in meta
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "5" and "migrated_from_2" in meta
         assert store._db().execute(
             "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'images' "
             "AND constraint_type = 'PRIMARY KEY'").fetchall()[0][0] == 0

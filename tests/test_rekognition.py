@@ -8,6 +8,7 @@ are exercised through botocore's real HTTP stack. Nothing here touches the inter
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import warnings
@@ -732,3 +733,35 @@ def test_cost_estimates_for_rekognition(tmp_path, fake):
         estimate_cost("DetectLabels", 10, price_file=mine)
     with pytest.raises(InputError, match="does not exist"):
         estimate_cost("DetectFaces", 10, price_file=tmp_path / "nope.toml")
+
+
+def test_ratio_boxes_reach_detection_rows_in_pixels(tmp_path, fake):
+    # DetectFaces reports BoundingBox Left/Top/Width/Height as ratios of the image; the
+    # store keeps them so, and detection_rows multiplies by the image's size (read from
+    # the PNG header when the manifest is read).
+    manifest, keys = make_set(tmp_path, 3, size=(40, 20))
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for rec in lines:
+        rec["objects"] = [{"label": "face", "box": [4, 6, 12, 11]}]
+        rec["labels"] = ["face"]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    for key in keys.values():
+        fake.faces[key] = 2
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        score_dataset(read_manifest(manifest), faces(fake), store, RunOptions(**QUIET))
+        assert store._db().execute(
+            "SELECT DISTINCT box_unit FROM results").fetchall() == [("ratio",)]
+        rows = store.detection_rows("rekognition-faces", "t1", labels=["face"])
+        assert rows.n_images == 3 and len(rows.detections) == 6
+        for image_id, key in keys.items():
+            got = rows.detections[rows.detections["image_id"] == image_id]
+            want = []
+            for j in range(2):
+                bb = cf.rekognition_face(key, j)["BoundingBox"]
+                want.append((bb["Left"] * 40, bb["Top"] * 20, (bb["Left"] + bb["Width"]) * 40,
+                             (bb["Top"] + bb["Height"]) * 20))
+            np.testing.assert_allclose(
+                sorted(map(tuple, got[["x_min", "y_min", "x_max", "y_max"]].values)),
+                sorted(want), rtol=1e-12)
+        assert rows.objects[["x_min", "y_min", "x_max", "y_max"]].values.tolist() == [
+            [4, 6, 12, 11]] * 3

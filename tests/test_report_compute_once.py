@@ -117,3 +117,59 @@ def test_the_report_shows_exactly_what_was_exported(parts_store, tmp_path):
     html = (tmp_path / "r" / "index.html").read_text()
     for t in exported.values():
         assert repr(float(t)) in html or t == float("inf")
+
+
+def _detection_policy(tmp_path):
+    """The parts policy with dent decided per detection."""
+    text = open(POLICY, encoding="utf-8").read().replace(
+        "[labels.dent]\nprevalence = 0.012\n", "[labels.dent]\nunit = \"detection\"\n")
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return load_policy_file(path)
+
+
+def test_a_detection_label_is_matched_chosen_and_drawn_once(parts_store, tmp_path,
+                                                            monkeypatch):
+    policies = _detection_policy(tmp_path)
+    choices, curves, tables = _count_calls(monkeypatch)
+    real = ScoreStore.detection_count_table
+    det_tables = Counter(lambda self, *a, **k: real(self, *a, **k))
+    monkeypatch.setattr(ScoreStore, "detection_count_table",
+                        lambda self, *a, **k: det_tables(self, *a, **k))
+    result = write_report(parts_store, policies, tmp_path / "r", split="calibration",
+                          workers=1)
+    dent = [r for r in result.thresholds if r.label == "dent"]
+    assert len(dent) == 2 and all(r.unit == "detection" for r in dent)
+    assert choices.calls == 8
+    assert det_tables.calls == 4  # 2 versions x (calibration + held-out)
+    assert tables.calls == curves.calls == 12  # the 6 image-unit combinations, twice
+    # 6 image-unit combinations x 4 figures + 3 labels' comparisons x 4, and the
+    # detection label's 2 figures per version; PNG + SVG each
+    assert len(result.figure_paths) == 2 * (6 * 4 + 3 * 4 + 2 * 2)
+    html = result.html_path.read_text()
+    md = result.markdown_path.read_text()
+    assert 'id="detection-unit"' in html and "Labels decided per detection" in md
+    for r in dent:
+        c = r.choice
+        assert repr(float(c.threshold)) in html
+        miss = f"{c.missed_objects:,} of {c.n_objects:,} objects (false accepts)"
+        fd = f"{c.false_detections:,} on {c.n_images:,} images (false rejects)"
+        assert miss in html and miss in md and fd in html and fd in md
+        assert f"{c.true_detections:,} true of {c.true_detections + c.false_detections:,} kept" \
+            in html
+    assert "does not show detection-level labels yet" not in html
+
+
+def test_every_label_per_detection_is_a_report_and_limits_say_miss_rate(parts_store, tmp_path):
+    text = open(POLICY, encoding="utf-8").read().replace(
+        'confidence = 0.95\n', 'confidence = 0.95\nunit = "detection"\n')
+    text = "\n".join(line for line in text.splitlines()
+                     if not line.startswith(("prevalence", "max_false_reject_rate")))
+    path = tmp_path / "policy.toml"
+    path.write_text(text + "\n")
+    result = write_report(parts_store, load_policy_file(path), tmp_path / "r",
+                          split="calibration", workers=1)
+    assert {r.unit for r in result.thresholds} == {"detection"}
+    html = result.html_path.read_text()
+    assert "miss rate (false accept) \u2264\u00a00.1%" in html
+    assert len(result.figure_paths) == 2 * 2 * 8

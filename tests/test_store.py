@@ -901,7 +901,7 @@ def test_version_1_file_is_migrated_to_drop_the_run_images_key(tmp_path):
         ScoreStore(path, read_only=True)
     with ScoreStore(path) as store:
         meta = dict(store._db().execute("SELECT key, value FROM meta").fetchall())
-        assert meta["schema_version"] == str(SCHEMA_VERSION) == "3"
+        assert meta["schema_version"] == str(SCHEMA_VERSION) == "5"
         assert "migrated_from_1" in meta
         constraints = store._db().execute(
             "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'run_images' "

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 import calibrate
 from calibrate.datasets import PARTS_LABELS, load_parts, make_parts, read_parts_info
 from calibrate.detectors import Detection, Detector, ImageError, Result
-from calibrate.detectors.surface import SurfaceDefectDetector
+from calibrate.detectors.surface import SECONDARY_FLOOR, SurfaceDefectDetector
 from calibrate.errors import InputError
 from calibrate.manifest import LabeledImage
 from calibrate.thresholds import Policy, evaluate_threshold
@@ -83,13 +83,21 @@ def test_default_version_is_v1():
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_one_result_per_label_with_score_and_pixel_box(parts, version):
+def test_every_label_has_a_result_each_with_score_and_pixel_box(parts, version):
     _, images = parts
     det = SurfaceDefectDetector(version)
     for img in images[:20]:
         d = det.detect(img)
         assert isinstance(d, Detection)
-        assert [r.label for r in d.results] == list(det.labels)
+        # Every label, in order; a label's strongest region first, then weaker regions
+        # that score at least the secondary floor.
+        labels = [r.label for r in d.results]
+        assert list(dict.fromkeys(labels)) == list(det.labels)
+        assert labels == sorted(labels, key=det.labels.index)
+        for label in det.labels:
+            scores = [r.score for r in d.results if r.label == label]
+            assert scores[0] == max(scores)
+            assert all(s >= SECONDARY_FLOOR for s in scores[1:])
         for r in d.results:
             assert isinstance(r, Result)
             assert isinstance(r.score, float)

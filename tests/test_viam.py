@@ -662,3 +662,34 @@ def test_interpreter_exit_closes_the_connection(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["scored 3", "connection closed"]
     assert "Traceback" not in proc.stderr and "destroyed" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("normalized_only", [False, True])
+def test_boxes_reach_detection_rows_in_pixels(tmp_path, normalized_only):
+    # Viam's x_min.. are pixels; a service that sends only *_normalized ratios has them
+    # turned into pixels of the image sent (24x16 here), so the store holds pixels either
+    # way and detection_rows returns them unchanged.
+    manifest = make_set(tmp_path, 4)
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for rec in lines:
+        rec.pop("labels")
+        rec["objects"] = [{"label": "scratch", "box": [0, 1, 5, 6]}]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    ds = read_manifest(manifest)
+    with detector(Machine(Line(normalized_only=normalized_only))) as det, \
+            ScoreStore(tmp_path / "s.duckdb") as store:
+        score_dataset(ds, det, store, RunOptions(**QUIET))
+        assert store._db().execute("SELECT DISTINCT box_unit FROM results").fetchall() == [
+            ("pixel",)]
+        rows = store.detection_rows(det.name, "my-org:defects@3", labels=["scratch", "dent"])
+        assert rows.n_images == 4 and len(rows.detections) == 12
+        boxes = rows.detections[["x_min", "y_min", "x_max", "y_max"]].values.tolist()
+        if normalized_only:
+            assert boxes == [[6, 8, 18, 16]] * 12  # 0.25..0.75 of 24, 0.5..1 of 16
+        else:
+            for image_id in rows.image_ids:
+                got = rows.detections[rows.detections["image_id"] == image_id]
+                by_label = {lab: sorted(g[["x_min", "x_max"]].values.tolist())
+                            for lab, g in got.groupby("label")}
+                assert by_label == {"dent": [[2, 7]], "scratch": [[0, 5], [1, 6]]}
+        assert rows.objects["x_max"].tolist() == [5.0] * 4

@@ -6,9 +6,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from calibrate.manifest import LabeledImage, dataset_fingerprint, read_scores_table
+from calibrate.coco_results import read_coco_results
+from calibrate.manifest import (
+    LabeledImage,
+    dataset_fingerprint,
+    read_coco_ground_truth,
+    read_scores_table,
+)
 
-__all__ = ["import_scores"]
+__all__ = ["import_coco_results", "import_scores"]
 
 
 def import_scores(
@@ -78,3 +84,83 @@ def import_scores(
         store.finish_run(run_id, "finished")
         run_ids.append(run_id)
     return run_ids
+
+
+def import_coco_results(
+    store,
+    results,
+    ground_truth,
+    *,
+    dataset: str | None = None,
+    detector: str = "precomputed",
+    model_version: str | None = None,
+) -> str:
+    """Import COCO detection results with their COCO ground truth, as one run.
+
+    Scores from any framework that writes COCO results (pycocotools ``loadRes`` input,
+    Ultralytics ``save_json``, Detectron2, MMDetection) become a run like any other: the
+    ground truth's images are registered with their labels and boxes, every detection
+    is stored with its pixel box, and every image of the ground truth counts as scored
+    (an image without a detection has no result, as COCO evaluates it). Both the image
+    level (highest score per image and label) and the detection level
+    (:meth:`~calibrate.store.ScoreStore.detection_rows`) can then be calibrated.
+
+    Parameters
+    ----------
+    store : calibrate.store.ScoreStore
+    results : str or Path
+        The results file: a JSON array of ``{"image_id", "category_id", "bbox": [x, y,
+        width, height], "score"}`` (see :func:`calibrate.coco_results.read_coco_results`).
+    ground_truth : str or Path
+        The COCO annotation file the ids refer to; its images need not be on this
+        machine (see :func:`calibrate.manifest.read_coco_ground_truth`).
+    dataset : str, optional
+        Dataset name in the store; default the ground truth's file stem, so results of
+        several model versions on one ground truth share a dataset.
+    detector : str, default "precomputed"
+    model_version : str, optional
+        Default ``"unknown"``; name it, since versions are never mixed in a curve.
+
+    Returns
+    -------
+    str
+        The run id. Importing the same files again finds that run and adds nothing;
+        changed results become a new run, which wins per image (the latest run rule).
+
+    Raises
+    ------
+    InputError
+        On a bad ground truth or results file, naming the file and entry.
+    """
+    import pandas as pd
+
+    gt = read_coco_ground_truth(ground_truth)
+    frame = read_coco_results(results, gt)
+    labeled = gt.dataset
+    name = dataset or labeled.name
+    version = model_version or "unknown"
+    store.add_images(name, labeled.images, complete=True)
+    # Every image of the ground truth was evaluated: one without detections is scored
+    # with no result (a marker row), never left out as if it had failed.
+    silent = sorted(set(img.image_id for img in labeled.images) - set(frame["image_id"]))
+    markers = pd.DataFrame({"image_id": silent, "label": None, "score": None})
+    rows = pd.concat([frame, markers], ignore_index=True) if silent else frame
+    digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+    fingerprint = labeled.fingerprint + ";coco-results:" + digest
+    run = store.find_run(detector, version, fingerprint, name)
+    if run is None:
+        run_id = store.begin_run(
+            detector=detector,
+            model_version=version,
+            dataset=name,
+            dataset_fingerprint=fingerprint,
+            settings={"imported_from": str(Path(results).resolve()),
+                      "ground_truth": str(Path(ground_truth).resolve())},
+            labels=sorted(set(gt.categories.values())),
+            detection_floor=None,
+        )
+    else:
+        run_id = run.run_id
+    store.write_results_frame(run_id, rows)
+    store.finish_run(run_id, "finished")
+    return run_id

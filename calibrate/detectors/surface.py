@@ -11,8 +11,13 @@ defect labels with linear filters applied in one FFT pass:
   Hessian (v2), either polarity.
 
 The strongest response of each label anywhere in the image (away from a thin border) is
-mapped to 0-1 with a logistic, and reported with a pixel box around where it occurred.
-Every label gets a result on every image, so there is never "no result".
+mapped to 0-1 with a logistic and reported with a pixel box around the region that
+responds (where the response stays above :data:`REGION_SHARE` of its peak). Every label
+gets that result on every image, so there is never "no result" and image-level scores
+are the strongest response. Further separate regions of the same label (other local
+maxima, outside the boxes already reported) are reported as further detections when
+they score at least :data:`SECONDARY_FLOOR`: several defects, or a defect and a
+nuisance, give several boxes.
 
 The two versions stand for an old and a retrained model:
 
@@ -38,13 +43,28 @@ from typing import Any
 
 import numpy as np
 import scipy.fft
+from scipy import ndimage
 
 from calibrate.detectors.base import Box, Detection, ImageError, Result
 from calibrate.errors import InputError
 
-__all__ = ["SurfaceDefectDetector", "VERSIONS"]
+__all__ = ["REGION_SHARE", "SECONDARY_FLOOR", "SurfaceDefectDetector", "VERSIONS"]
 
 _LABELS = ("scratch", "dent", "spot", "crack")
+
+#: A detection's box covers the connected region around its peak where the response is
+#: at least this share of the peak's.
+REGION_SHARE = 0.35
+
+#: Pixels added on every side of a region's box: the filters respond inside a defect's
+#: visible falloff, which its ground-truth box includes (measured on the parts set).
+_BOX_MARGIN = {"scratch": 1, "dent": 3, "spot": 1, "crack": 2}
+
+#: Lowest score of a detection other than a label's strongest one in an image: weaker
+#: local maxima are mostly texture (below 0.5, v2 finds a dozen spot maxima on a good
+#: part). The strongest always is reported, so image-level scores are complete; at the
+#: detection level, counts at thresholds below this floor miss the unreported regions.
+SECONDARY_FLOOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -279,6 +299,9 @@ class SurfaceDefectDetector:
         d["dent_sigmas"] = list(d["dent_sigmas"])
         d["spot_sigmas"] = list(d["spot_sigmas"])
         d["version"] = self.model_version
+        d["region_share"] = REGION_SHARE
+        d["secondary_floor"] = SECONDARY_FLOOR
+        d["box_margin"] = dict(_BOX_MARGIN)
         return d
 
     # -- scoring --------------------------------------------------------------------
@@ -302,6 +325,17 @@ class SurfaceDefectDetector:
         dict
             label -> ``(response, row, col)``.
         """
+        b = self._spec.border
+        out = {}
+        for label, m in self.response_maps(gray).items():
+            i = int(np.argmax(m))
+            row, col = divmod(i, m.shape[1])
+            out[label] = (float(m.flat[i]), row + b, col + b)
+        return out
+
+    def response_maps(self, gray: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw response map of every label, before the logistic, without the border
+        (entry ``[r, c]`` is pixel ``(r + border, c + border)``)."""
         spec = self._spec
         bank = self._bank(gray.shape)
         r = bank.apply(gray)
@@ -321,18 +355,12 @@ class SurfaceDefectDetector:
             scratch, crack = _robust_z(scratch), _robust_z(crack)
         else:
             scratch, crack = scratch / scale, crack / scale
-        maps = {
+        return {
             "scratch": (scratch * bank.line_weight).max(axis=0),
             "crack": (crack * bank.line_weight).max(axis=0),
             "dent": -r[bank.slices["dent"]][0] / scale,
             "spot": self._spot_map(r[bank.slices["spot"]]) / scale,
         }
-        out = {}
-        for label, m in maps.items():
-            i = int(np.argmax(m))
-            row, col = divmod(i, m.shape[1])
-            out[label] = (float(m.flat[i]), row + b, col + b)
-        return out
 
     def _spot_map(self, r: np.ndarray) -> np.ndarray:
         if self._spec.spot_filter == "doh":
@@ -341,22 +369,85 @@ class SurfaceDefectDetector:
             return np.sqrt(np.maximum(lxx * lyy - lxy * lxy, 0.0)).max(axis=0)
         return np.abs(r).max(axis=0)
 
-    def _box(self, label: str, row: int, col: int, shape: tuple[int, int]) -> Box:
+    def _half(self, label: str) -> float:
+        """Half the side of a label's default box: about the reach of its filter."""
         spec = self._spec
-        half = {
+        return {
             "scratch": 2.0 * spec.scratch_length,
             "crack": 2.5 * spec.crack_length,
             "dent": 1.5 * spec.dent_sigmas[0],
             "spot": 2.0 * max(spec.spot_sigmas),
         }[label]
-        h, w = shape
+
+    def _box(self, label: str, m: np.ndarray, row: int, col: int) -> Box:
+        """The box of the region around map pixel ``(row, col)`` that responds with at
+        least :data:`REGION_SHARE` of the peak, in image pixels (pixel ``i`` spans
+        ``[i, i + 1)``); the label's default square where the peak is not positive."""
+        b = self._spec.border
+        peak = float(m[row, col])
+        half = self._half(label)
+        reach = int(math.ceil(2 * half))
+        r0, c0 = max(row - reach, 0), max(col - reach, 0)
+        window = m[r0:row + reach + 1, c0:col + reach + 1]
+        if peak > 0:
+            regions, _ = ndimage.label(window >= REGION_SHARE * peak)
+            rows, cols = np.nonzero(regions == regions[row - r0, col - c0])
+            pad = _BOX_MARGIN[label]
+            top, bottom = rows.min() + r0 - pad, rows.max() + r0 + 1 + pad
+            left, right = cols.min() + c0 - pad, cols.max() + c0 + 1 + pad
+        else:
+            top, bottom = row - half, row + half + 1
+            left, right = col - half, col + half + 1
+        h, w = m.shape[0] + 2 * b, m.shape[1] + 2 * b
         return Box(
-            x_min=float(max(col - half, 0.0)),
-            y_min=float(max(row - half, 0.0)),
-            x_max=float(min(col + half + 1, w)),
-            y_max=float(min(row + half + 1, h)),
+            x_min=float(max(left + b, 0.0)),
+            y_min=float(max(top + b, 0.0)),
+            x_max=float(min(right + b, w)),
+            y_max=float(min(bottom + b, h)),
             unit="pixel",
         )
+
+    def _score(self, label: str, response: float) -> float:
+        z = (response - self._spec.centre[label]) / self._spec.width[label]
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    def _detections(self, label: str, m: np.ndarray) -> list[tuple[float, float, Box, int, int]]:
+        """``(score, response, box, row, col)`` of a label's regions, strongest first.
+
+        The strongest response is always first (the image-level score); other local
+        maxima follow while they score at least :data:`SECONDARY_FLOOR`, skipping any
+        that lies inside a box already reported.
+        """
+        b = self._spec.border
+        first = int(np.argmax(m))
+        # Only responses that can score at least the floor can be secondary detections
+        # (the logistic is increasing; a little slack, and the exact test is below): on
+        # most parts there are none, and the peak search is skipped.
+        spec = self._spec
+        logit = math.log(SECONDARY_FLOOR / (1.0 - SECONDARY_FLOOR))
+        floor = spec.centre[label] + spec.width[label] * logit
+        candidates = np.flatnonzero(m.ravel() >= floor - 1e-9 * (1.0 + abs(floor)))
+        flat = np.array([first])
+        if candidates.size > 1:
+            size = 2 * int(round(self._half(label))) + 1
+            peaks = ndimage.maximum_filter(m, size=size, mode="nearest").ravel()
+            candidates = candidates[m.ravel()[candidates] == peaks[candidates]]
+            # Stable, so the first of equal maxima is np.argmax's, as the image score uses.
+            candidates = candidates[np.argsort(-m.ravel()[candidates], kind="stable")]
+            flat = np.concatenate([flat, candidates[candidates != first]])
+        out: list[tuple[float, float, Box, int, int]] = []
+        for i in flat:
+            row, col = divmod(int(i), m.shape[1])
+            response = float(m[row, col])
+            score = self._score(label, response)
+            if out and score < SECONDARY_FLOOR:
+                break
+            y, x = row + b + 0.5, col + b + 0.5
+            if any(bx.x_min <= x <= bx.x_max and bx.y_min <= y <= bx.y_max
+                   for _, _, bx, _, _ in out):
+                continue
+            out.append((score, response, self._box(label, m, row, col), row + b, col + b))
+        return out
 
     def score_array(self, pixels: np.ndarray) -> Detection:
         """Score decoded pixels: ``uint8`` of shape (h, w) or (h, w, 3)."""
@@ -369,16 +460,19 @@ class SurfaceDefectDetector:
                 f"{2 * self._spec.border + 8} pixels on a side, got shape {np.shape(pixels)}."
             )
         gray = arr.astype(np.float64) / 255.0
-        spec = self._spec
         results = []
         raw = {}
-        for label, (resp, row, col) in self.responses(gray).items():
-            z = (resp - spec.centre[label]) / spec.width[label]
-            score = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
-            results.append(Result(label, score, self._box(label, row, col, gray.shape)))
+        for label, m in self.response_maps(gray).items():
+            found = self._detections(label, m)
+            for score, _, box, _, _ in found:
+                results.append(Result(label, score, box))
+            _, resp, _, row, col = found[0]
             raw[label] = {"response": round(resp, 6), "row": row, "col": col}
+            if len(found) > 1:
+                raw[label]["more"] = [{"response": round(r, 6), "row": rr, "col": cc}
+                                      for _, r, _, rr, cc in found[1:]]
         order = {k: i for i, k in enumerate(_LABELS)}
-        results.sort(key=lambda res: order[res.label])
+        results.sort(key=lambda res: order[res.label])  # stable: strongest first per label
         return Detection(results=results, raw=raw)
 
     def detect(self, image) -> Detection:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from calibrate.errors import InputError
 from calibrate.manifest.assembly import _assemble
-from calibrate.manifest.coco import _parse_coco
+from calibrate.manifest.coco import CocoGroundTruth, _parse_coco, read_coco_ground_truth
 from calibrate.manifest.csvfile import _parse_csv
 from calibrate.manifest.folders import CLEAN_FOLDERS, IMAGE_SUFFIXES, _read_directory
 from calibrate.manifest.inspection import (
@@ -55,6 +55,7 @@ from calibrate.manifest.jsonl import _JSONL_EXAMPLE, _parse_jsonl
 from calibrate.manifest.parsing import _check_unique_ids, _Errors, _LabelCheck, _Record
 from calibrate.manifest.records import (
     REMOTE_SCHEMES,
+    GroundTruthObject,
     LabeledImage,
     LabeledSet,
     Problem,
@@ -65,7 +66,9 @@ from calibrate.scores_table import SCORES_TABLE_COLUMNS, read_scores_table
 __all__ = [
     "CLEAN_FOLDERS",
     "CORRUPT",
+    "CocoGroundTruth",
     "EMPTY",
+    "GroundTruthObject",
     "IMAGE_SUFFIXES",
     "LabeledImage",
     "LabeledSet",
@@ -76,6 +79,7 @@ __all__ = [
     "SCORES_TABLE_COLUMNS",
     "UNREADABLE",
     "dataset_fingerprint",
+    "read_coco_ground_truth",
     "read_manifest",
     "read_scores_table",
 ]
@@ -108,6 +112,9 @@ def read_manifest(
           ``categories``). An image's labels are the names of the categories of its
           annotations; an image without annotations is clean. The image id is its
           ``file_name`` (see Notes); the COCO id is kept as ``metadata["coco_id"]``.
+        * Ground-truth boxes: JSONL ``"objects"``, COCO ``bbox`` with ``iscrowd``, CSV
+          with one object per row (see :mod:`calibrate.manifest.boxes` and
+          docs/ground-truth-boxes.md) become :attr:`LabeledImage.objects`, in pixels.
         * a directory with one sub-folder per label, ``root/<label>/.../<name>.png``
           (``.jpg``, ``.jpeg``), and ``root/_clean/`` or ``root/negative/`` for images
           with no label. See Notes for an image in several folders.
@@ -140,7 +147,8 @@ def read_manifest(
         On a structural error, with file, line and the fix: unreadable manifest,
         malformed line, missing ``image``/``labels`` key or column, ``labels`` not a
         list, duplicate ids (naming both lines), an unknown label when ``labels=`` is
-        given, an unsupported URI scheme, a set with no images, or a set in which no
+        given, an unsupported URI scheme, a bad box or labels that contradict the
+        objects, a set with no images, or a set in which no
         image at all is usable (almost always a wrong ``base_dir``). All structural
         errors of a file are reported together (up to 20).
 

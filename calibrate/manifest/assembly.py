@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from calibrate.errors import CalibrateWarning, InputError
+from calibrate.manifest.boxes import to_pixels
 from calibrate.manifest.inspection import (
     CORRUPT,
     EMPTY,
@@ -18,8 +19,9 @@ from calibrate.manifest.inspection import (
     NOT_A_FILE,
     UNREADABLE,
     _Inspection,
+    header_size,
 )
-from calibrate.manifest.parsing import _Record
+from calibrate.manifest.parsing import _Errors, _Record
 from calibrate.manifest.records import LabeledImage, LabeledSet, Problem
 
 __all__: list[str] = []
@@ -45,7 +47,12 @@ def _assemble(
     """The set of ``records``, each image usable or a Problem after its ``inspections``."""
     images: list[LabeledImage] = []
     problems: list[Problem] = []
+    errors = _Errors(source)
     for rec, found in zip(records, inspections):
+        usable = found.kind is None
+        # A bad image's boxes are kept when they can be (it is stored with its
+        # failure); its size may be unknowable, which is not the manifest's fault.
+        width, height, objects = _size_and_objects(rec, found, errors if usable else _Errors(source))
         image = LabeledImage(
             image_id=rec.image_id,
             uri=rec.uri,
@@ -54,17 +61,44 @@ def _assemble(
             split=rec.split,
             metadata=rec.metadata,
             source=rec.source,
+            objects=objects,
+            width=width,
+            height=height,
         )
-        if found.kind is None:
+        if usable:
             images.append(image)
         else:
             problems.append(_problem(rec, found, image, root))
+    errors.raise_if_any()
     if not images:
         raise _nothing_usable(problems, source, root)
     _warn_lone_splits(records)
     return LabeledSet(
         name=name, source=source, images=images, labels=tuple(vocabulary), problems=problems
     )
+
+
+def _size_and_objects(rec: _Record, found: _Inspection, errors: _Errors):
+    """``(width, height, objects in pixels)`` of a record: the manifest's size, else the
+    file's (read while inspecting it, or from its header when a ratio box needs it)."""
+    width, height = rec.width, rec.height
+    if found.size is not None:
+        if width is None:
+            width, height = found.size
+        elif (width, height) != found.size:
+            errors.add(rec.where, f"the manifest gives the image's size as {width}x{height} "
+                                  f"but {rec.uri} is {found.size[0]}x{found.size[1]} (EXIF "
+                                  "orientation applied); boxes would be misplaced. Correct "
+                                  "width and height, or the file.")
+            return width, height, None
+    if rec.objects is None:
+        return width, height, None
+    needs_size = any(o.unit == "ratio" for o in rec.objects)
+    if width is None and needs_size and rec.local_path is not None:
+        size = header_size(rec.local_path)
+        if size is not None:
+            width, height = size
+    return width, height, to_pixels(rec.objects, width, height, errors)
 
 
 def _problem(rec: _Record, found: _Inspection, image: LabeledImage, root: Path) -> Problem:

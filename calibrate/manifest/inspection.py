@@ -20,6 +20,8 @@ __all__ = [
     "MISSING",
     "NOT_A_FILE",
     "UNREADABLE",
+    "header_size",
+    "oriented_size",
 ]
 
 # Kinds of Problem, i.e. the "error kind" the runner stores for the image's failure.
@@ -37,6 +39,7 @@ class _Inspection:
     content_hash: str | None = None
     kind: str | None = None  # a Problem kind, None when the file is usable
     detail: str = ""
+    size: tuple[int, int] | None = None  # (width, height), EXIF orientation applied
 
 
 _REMOTE = _Inspection()
@@ -78,14 +81,52 @@ def _inspect(path: str, hash_images: bool, decode: bool = False) -> _Inspection:
         digest = _sha256_file(path)
     except OSError as exc:
         return _Inspection(kind=UNREADABLE, detail=f"cannot be read ({exc.strerror or exc})")
-    trouble = _image_trouble(path, decode)
+    size: list = []
+    trouble = _image_trouble(path, decode, size)
     if trouble:
         return _Inspection(
             content_hash=digest,
             kind=CORRUPT,
             detail=f"is not a readable image ({trouble}); it may be truncated or damaged",
         )
-    return _Inspection(content_hash=digest)
+    return _Inspection(content_hash=digest, size=size[0] if size else None)
+
+
+#: EXIF orientations that turn the image a quarter turn (width and height swap).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def oriented_size(img) -> tuple[int, int]:
+    """``(width, height)`` of an opened Pillow image as displayed: with its EXIF
+    orientation applied, as :meth:`LabeledImage.open` and the cloud APIs see it.
+    Reads only the header."""
+    from PIL import Image
+
+    width, height = img.size
+    orientation = None
+    # The EXIF block as read with the header (JPEG APP1, PNG eXIf, which precedes the
+    # image data): parsed apart from the image, so a PNG can still be verified after.
+    raw = img.info.get("exif")
+    if raw:
+        try:
+            exif = Image.Exif()
+            exif.load(raw)
+            orientation = exif.get(0x0112)
+        except Exception:  # noqa: BLE001 - a damaged EXIF block: the stored orientation
+            orientation = None
+    return (height, width) if orientation in _QUARTER_TURNS else (width, height)
+
+
+def header_size(path: str) -> tuple[int, int] | None:
+    """The displayed ``(width, height)`` of an image file from its header, or None when
+    the file cannot be read as an image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return oriented_size(img)
+    except Exception:  # noqa: BLE001 - unreadable: the caller reports the missing size
+        return None
 
 
 def _sha256_file(path: str) -> str:
@@ -99,8 +140,9 @@ def _sha256_file(path: str) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _image_trouble(path: str, decode: bool) -> str | None:
-    """Why the file is not a usable image, or None.
+def _image_trouble(path: str, decode: bool, size: list | None = None) -> str | None:
+    """Why the file is not a usable image, or None (appending its displayed size to
+    ``size`` when given: the header is read anyway).
 
     The quick check (default) reads headers with Pillow, then checks PNG chunk
     checksums (``verify``, no inflating) or walks a JPEG's markers and requires an
@@ -113,6 +155,8 @@ def _image_trouble(path: str, decode: bool) -> str | None:
     try:
         with Image.open(path) as img:
             fmt = img.format
+            if size is not None:
+                size.append(oriented_size(img))
             if decode or fmt not in ("PNG", "JPEG", "MPO"):
                 if fmt in ("JPEG", "MPO"):
                     # 1/8 scale skips most of the inverse DCT but still entropy-decodes

@@ -3,6 +3,13 @@
 ``{"id": "part-1", "image": "images/part-1.png", "labels": ["scratch"], "split": "test"}``:
 ``image`` and ``labels`` are required, ``id`` and ``split`` optional, and any other key
 is kept in the image's ``metadata`` as written. Blank lines are skipped.
+
+Ground-truth boxes: ``"objects": [{"label": "scratch", "box": [x_min, y_min, x_max,
+y_max], "unit": "pixel", "ignore": false}]`` (``unit`` "pixel" or "ratio", default
+"pixel"; ``ignore`` default false), with optional ``"width"`` and ``"height"`` of the
+image in pixels. ``"objects": []`` is an image known to have no object. With
+``objects``, ``labels`` may be left out: the image's labels are then its non-ignored
+objects' labels; when given, they must agree (see :func:`calibrate.manifest.boxes.check_labels`).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calibrate.manifest.boxes import check_labels, parse_json_objects, parse_size
 from calibrate.manifest.parsing import (
     _Errors,
     _LabelCheck,
@@ -23,7 +31,7 @@ from calibrate.manifest.parsing import (
 __all__: list[str] = []
 
 _JSONL_EXAMPLE = '{"image": "images/a.png", "labels": ["scratch"]}'
-_RESERVED = ("image", "id", "labels", "split")
+_RESERVED = ("image", "id", "labels", "split", "objects")
 
 
 def _parse_jsonl(path: Path, root: Path, errors: _Errors, check: _LabelCheck) -> list[_Record]:
@@ -54,11 +62,27 @@ def _jsonl_record(
     # Every key is checked even after one is wrong, so that all of a line's mistakes
     # are reported in one pass.
     image_ok = _check_image(obj, where, errors)
-    labels_ok, labels = _labels(obj, where, errors)
+    objects = None
+    boxes_ok = True
+    if "objects" in obj:
+        objects = parse_json_objects(obj["objects"], where, errors)
+        boxes_ok = objects is not None
+    size_ok, width, height = parse_size(obj, where, errors)
+    if "objects" in obj and "labels" not in obj:
+        # The labels are the objects' (already reported if the objects are wrong).
+        labels_ok = objects is not None
+        labels = sorted({o.label for o in objects or () if not o.ignore})
+    else:
+        labels_ok, labels = _labels(obj, where, errors)
+    if labels_ok and objects is not None:
+        labels_ok = check_labels(labels, objects, where, errors)
     id_ok, explicit_id = _explicit_id(obj, where, errors)
     split_ok = _check_split(obj, where, errors)
     check.check(where, labels)
-    if not (image_ok and labels_ok and id_ok and split_ok):
+    for o in objects or ():
+        if o.label not in labels:  # an ignore region's label, not among the image's
+            check.check(o.where, [o.label])
+    if not (image_ok and labels_ok and id_ok and split_ok and boxes_ok and size_ok):
         return None
     return _new_record(
         errors,
@@ -71,6 +95,9 @@ def _jsonl_record(
         split=obj.get("split"),
         metadata={k: v for k, v in obj.items() if k not in _RESERVED},
         root=root,
+        objects=objects,
+        width=width,
+        height=height,
     )
 
 
@@ -118,7 +145,7 @@ def _labels(obj: dict[str, Any], where: str, errors: _Errors) -> tuple[bool, lis
         errors.add(
             where,
             'no "labels" key. List the labels present in the image, or write '
-            '"labels": [] for an image with none.',
+            '"labels": [] for an image with none (or give its "objects").',
         )
         return False, []
     value = obj["labels"]

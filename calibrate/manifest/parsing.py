@@ -107,6 +107,9 @@ class _Record:
     split: str | None
     metadata: dict[str, Any]
     source: str  # LabeledImage.source
+    objects: list | None = None  # boxes.RawObject list; None: the manifest gives no boxes
+    width: int | None = None
+    height: int | None = None
 
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -160,6 +163,9 @@ def _new_record(
     split: str | None,
     metadata: dict[str, Any],
     root: Path,
+    objects: list | None = None,
+    width: int | None = None,
+    height: int | None = None,
 ) -> _Record | None:
     try:
         uri, default_id, local = _locate(image, root)
@@ -177,6 +183,9 @@ def _new_record(
         split=split,
         metadata=metadata,
         source=f"{file}:{line if line is not None else where}",
+        objects=objects,
+        width=width,
+        height=height,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 from calibrate.errors import InputError
 
 __all__ = [
+    "GroundTruthObject",
     "LabeledImage",
     "LabeledSet",
     "Problem",
@@ -31,6 +33,64 @@ __all__ = [
 REMOTE_SCHEMES = ("s3", "oss", "gs", "http", "https")
 
 _FINGERPRINT_VERSION = "calibrate-dataset-fingerprint-v1"
+
+
+@dataclass(frozen=True)
+class GroundTruthObject:
+    """One object truly present in an image, where it is: a ground-truth box.
+
+    Attributes
+    ----------
+    label : str
+        The object's label; an image with an object of label L is positive for L.
+    box : tuple of 4 floats
+        ``(x_min, y_min, x_max, y_max)`` in pixels of the image (ratio boxes of a
+        manifest are converted with the image's size when it is read), with
+        ``x_min < x_max`` and ``y_min < y_max``.
+    ignore : bool, default False
+        A crowd or "don't care" region (COCO ``iscrowd = 1``, JSONL ``"ignore": true``):
+        detections on it are absorbed (counted neither true nor false) and it is never
+        a missed object.
+    """
+
+    label: str
+    box: tuple[float, float, float, float]
+    ignore: bool = False
+
+    def __post_init__(self) -> None:
+        # Manifest readers report bad boxes with file and line first; this guards
+        # objects built in code, so the store never holds a box no matcher can use.
+        if not isinstance(self.label, str) or not self.label.strip():
+            raise InputError(f"an object's label must be a non-empty string, got {self.label!r}.")
+        try:
+            box = tuple(float(v) for v in self.box)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"object {self.label!r}: box must be 4 numbers (x_min, y_min, x_max, "
+                f"y_max), got {self.box!r}."
+            ) from None
+        if len(box) != 4 or not all(math.isfinite(v) for v in box):
+            raise InputError(
+                f"object {self.label!r}: box must be 4 finite numbers (x_min, y_min, "
+                f"x_max, y_max), got {self.box!r}."
+            )
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise InputError(
+                f"object {self.label!r}: box {list(box)} has no area (x_min must be < "
+                "x_max and y_min < y_max)."
+            )
+        object.__setattr__(self, "box", box)
+        object.__setattr__(self, "ignore", bool(self.ignore))
+
+    @property
+    def width(self) -> float:
+        """``x_max - x_min`` in pixels."""
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        """``y_max - y_min`` in pixels."""
+        return self.box[3] - self.box[1]
 
 
 @dataclass(frozen=True)
@@ -55,6 +115,15 @@ class LabeledImage:
         JSONL or COCO.
     source : str
         Where the record came from, ``"file:line"``, for error messages.
+    objects : tuple of GroundTruthObject, or None
+        The image's ground-truth boxes. None: the manifest gives no boxes for this
+        image, so it cannot be used at the detection level; ``()``: boxes are known and
+        there are none (a real negative image). Every non-ignored object's label is in
+        :attr:`labels`.
+    width, height : int or None
+        The image's size in pixels (EXIF orientation applied), when known: from the
+        manifest, else from the file's header when it was inspected. Converts ratio
+        boxes (of the manifest, or of a detector such as Rekognition) to pixels.
     """
 
     image_id: str
@@ -64,6 +133,21 @@ class LabeledImage:
     split: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     source: str = ""
+    objects: tuple[GroundTruthObject, ...] | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.objects is None:
+            return
+        objects = tuple(self.objects)
+        if not all(isinstance(o, GroundTruthObject) for o in objects):
+            raise InputError(
+                f"image {self.image_id!r}: objects must be GroundTruthObject records "
+                "(or None when the manifest gives no boxes)."
+            )
+        object.__setattr__(self, "objects", objects)
+        _check_labels_agree(self.image_id, self.source, self.labels, objects)
 
     @property
     def is_local(self) -> bool:
@@ -115,6 +199,31 @@ class LabeledImage:
         return np.asarray(self.open())
 
 
+def _check_labels_agree(image_id: str, source: str, labels: Iterable[str],
+                        objects: tuple[GroundTruthObject, ...]) -> None:
+    """Refuse image labels that contradict the image's boxes.
+
+    An image is positive for a label exactly when it has an object of that label: every
+    non-ignored object's label must be among the labels, and every label must have an
+    object (an ignore region is enough, as a COCO crowd annotation labels its image).
+    """
+    where = f"image {image_id!r}" + (f" ({source})" if source else "")
+    labels = set(labels)
+    boxed = {o.label for o in objects if not o.ignore}
+    missing = sorted(boxed - labels)
+    if missing:
+        raise InputError(
+            f"{where}: an object has label {missing[0]!r} but the image's labels "
+            f"{sorted(labels)} do not; add the label or fix the object's label."
+        )
+    unboxed = sorted(labels - {o.label for o in objects})
+    if unboxed:
+        raise InputError(
+            f"{where}: the image is labeled {unboxed[0]!r} but none of its objects is; "
+            "add that object's box, or remove the label."
+        )
+
+
 @dataclass(frozen=True)
 class Problem:
     """An image named by a manifest that could not be used.
@@ -163,7 +272,9 @@ def dataset_fingerprint(images: Iterable[LabeledImage]) -> str:
     """A digest that identifies a labeled set's content, wherever and however it is stored.
 
     The digest covers, for every image, its id, its content (``content_hash``; the URI
-    for a remote image) and its labels. Images are sorted first, so the order of the
+    for a remote image), its labels and, when the manifest gives them, its
+    ground-truth boxes (an image without boxes hashes as it did before boxes existed,
+    so the fingerprints of existing box-less sets are unchanged). Images are sorted first, so the order of the
     manifest does not matter; absolute paths are not included, so the same set copied to
     another machine or folder has the same fingerprint. Splits and metadata are not
     included: they do not change what a detector is asked or what the truth is.
@@ -185,7 +296,7 @@ def dataset_fingerprint(images: Iterable[LabeledImage]) -> str:
     machines. Such a fingerprint still changes with ids and labels, but not with the
     files' bytes.
     """
-    rows = []
+    rows: list[list[Any]] = []
     for img in images:
         if img.content_hash:
             content = img.content_hash
@@ -193,7 +304,10 @@ def dataset_fingerprint(images: Iterable[LabeledImage]) -> str:
             content = img.uri
         else:
             content = "local:unhashed"
-        rows.append((img.image_id, content, sorted(img.labels)))
+        row: list[Any] = [img.image_id, content, sorted(img.labels)]
+        if img.objects is not None:
+            row.append(sorted([o.label, list(o.box), o.ignore] for o in img.objects))
+        rows.append(row)
     rows.sort()
     digest = hashlib.sha256(_FINGERPRINT_VERSION.encode("ascii"))
     for row in rows:

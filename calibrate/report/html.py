@@ -8,7 +8,9 @@ and writes into ``out_dir``:
   cheapest summed over labels) with a verdict computed from the versions' costs, and per
   label the cutoff, its expected cost per part (in units of one false reject), the
   errors on calibration and held-out data, the limits written out and what needs
-  sign-off and why; then the versions' costs side by side; then the detail: the
+  sign-off and why; labels decided per detection (``unit = "detection"``) in their own
+  section (missed objects, false detections per image, precision, each with exact
+  bounds, and two figures); then the versions' costs side by side; then the detail: the
   summary table (per label: the decision, deployed, needs sign-off or
   refused, the calibration split's figures and, beside them, the held-out split's at
   the same threshold, flagged where they disagree), the options of every label whose
@@ -69,6 +71,18 @@ _KIND_TITLES = {
              "{kind} threshold"),
     "det": ("DET curve", "Detection error trade-off on normal-deviate axes; the diamond is "
             "the equal error rate"),
+}
+
+#: The figures of a label decided per detection, and what they are.
+_DETECTION_KINDS = {
+    "miss_rate": (F.MissRateDisplay, "miss rate vs false detections",
+                  "Miss rate over objects against false detections per image at every "
+                  "cutoff, with the exact Clopper-Pearson band of the miss rate; the circle "
+                  "is the {kind} cutoff"),
+    "precision_recall": (F.DetectionPrecisionRecallDisplay, "precision-recall",
+                         "Precision of the kept detections against recall of the objects, "
+                         "with the exact Clopper-Pearson band of precision given the number "
+                         "kept; whiskers at the {kind} cutoff are both exact intervals"),
 }
 
 
@@ -167,7 +181,9 @@ def _draw(task: _FigureTask):
                           detector=task.detector, ax=ax)
     else:
         (result,) = task.results.values()
-        F._KINDS[task.kind].from_result(result, ax=ax)
+        display = (_DETECTION_KINDS[task.kind][0] if task.kind in _DETECTION_KINDS
+                   else F._KINDS[task.kind])
+        display.from_result(result, ax=ax)
     if task.title:
         ax.set_title(task.title, fontsize="medium")
     return ax.figure
@@ -250,6 +266,17 @@ def _label_tasks(lt: LabelThreshold) -> list[_FigureTask]:
             overlay=False,
         ))
     return tasks
+
+
+def _detection_tasks(lt: LabelThreshold) -> list[_FigureTask]:
+    """The two figures of a label decided per detection."""
+    who = f"{lt.detector} {lt.model_version}"
+    return [_FigureTask(
+        kind=kind, key=F.figure_key(lt.label, lt.detector, lt.model_version, kind),
+        title=f"{F._plain(lt.label)} · {F._plain(who)}: {short}",
+        caption=f"{caption.format(kind=threshold_kind(lt.choice))} ({lt.label}, {who}).",
+        short=short, results={lt.model_version: lt}, label=lt.label, detector=lt.detector,
+        overlay=False) for kind, (_, short, caption) in _DETECTION_KINDS.items()]
 
 
 def _comparison_tasks(detector, label, results: dict[str, LabelThreshold]) -> list[_FigureTask]:
@@ -574,8 +601,22 @@ def build_report(
     """
     out = Path(out_dir)
     fig_dir = ensure_folder(out / "figures")
-    results = _results_for(store, policies, keys, split, dataset, results, held_out)
+    every = _results_for(store, policies, keys, split, dataset, results, held_out)
+    # Detection-unit labels have their own figures and tables (missed objects, false
+    # detections per image): the image-unit decision block, summary and explorer show
+    # the others.
+    results = [r for r in every if r.unit != "detection"]
+    detection_labels = [r for r in every if r.unit == "detection"]
     sections, summary_rows, notes, tasks, slots = _label_sections(results, keys)
+    detection_entries = []
+    for r in detection_labels:
+        entry = _detection_entry(r, "label-" + F.figure_key(r.label, r.detector,
+                                                             r.model_version))
+        if r.choice is not None:
+            new = _detection_tasks(r)
+            slots.append((entry["figures"], len(tasks), len(new)))
+            tasks += new
+        detection_entries.append(entry)
     for (det, label), sec in sections.items():
         versions = sec.pop("results")
         if len(versions) < 2:
@@ -603,7 +644,7 @@ def build_report(
     written = [p for f in rendered for p in f["paths"]]
     _remove_stale(fig_dir, written)
 
-    decisions = _decision_blocks(results, keys)
+    decisions = _decision_blocks(results, keys) if results else []
     if parts is None:
         parts = part_decisions_from_store(store, results, policies, dataset=dataset,
                                           split=split)
@@ -625,19 +666,20 @@ def build_report(
         sections=list(sections.values()),
         meanings=meanings,
         notes=notes,
+        detection_entries=detection_entries,
         outputs=[(w, str(p)) for w, p in outputs],
         part_blocks=part_blocks(parts),
         parts_skipped=parts_skipped(results, policies),
         extra_provenance=[(k, str(val)) for k, val in extra_provenance],
         **_provenance(store, set(keys), dataset, results),
     )
-    context["explorer"] = explorer_data(results)
+    context["explorer"] = explorer_data(results) if results else {"entries": []}
     html_env, md_env = _environments()
     html_path = out / "index.html"
     md_path = out / "summary.md"
     atomic_write_text(html_path, html_env.get_template("report.html.j2").render(**context))
     atomic_write_text(md_path, md_env.get_template("summary.md.j2").render(**context))
-    return ReportResult(html_path, md_path, written, results)
+    return ReportResult(html_path, md_path, written, every)
 
 
 def _results_for(store, policies, keys, split, dataset, results,
@@ -1001,6 +1043,72 @@ def _decision_blocks(results: list[LabelThreshold], keys) -> list[dict[str, Any]
                            held_split=next((r.held_out_split for r in results
                                             if r.held_out_split), None)))
     return blocks
+
+
+# ---------------------------------------------------------------------------------------
+# Labels decided per detection (unit = "detection")
+# ---------------------------------------------------------------------------------------
+
+
+def _detection_entry(r: LabelThreshold, anchor: str) -> dict[str, Any]:
+    """A label decided per detection: its decision, calibration and held-out figures in
+    detection words (missed objects, false detections per image, precision), and the
+    slot its figures are rendered into."""
+    e: dict[str, Any] = dict(label=r.label, detector=r.detector, model_version=r.model_version,
+                             anchor=anchor, problem=r.problem, figures=[], rows=[],
+                             flags=list(r.held_out_flags), choice=r.choice)
+    c = r.choice
+    if c is None:
+        return e
+    miss_name, fd_name = by_action(c.action, "false accept", "false reject")
+    d = _decision(c)
+    e.update(
+        decision=d, threshold=format_threshold(c.threshold, never="keep none",
+                                               always="keep all"),
+        iou=c.iou_threshold, action=c.action, miss_name=miss_name, fd_name=fd_name,
+        confidence=c.policy.confidence, explanation=c.explanation,
+        # A limit at this unit is on the miss rate over objects: say so.
+        limits=[dict(w, head=w["head"].replace(miss_name, f"miss rate ({miss_name})", 1))
+                for w in _status_words(c)],
+        cost_unit=_detection_cost_unit(c),
+        rows=[_detection_figures("calibration", c)]
+        + ([] if r.held_out is None else [_detection_figures(r.held_out_split, r.held_out)]),
+    )
+    return e
+
+
+def _detection_figures(split: str, c) -> dict[str, Any]:
+    """One split's figures of a detection-unit choice: counts, the miss rate with its
+    exact one-sided upper bound (Clopper-Pearson over objects), false detections per
+    image with the exact Poisson upper bound, and precision with its exact two-sided
+    interval conditional on the number of kept detections (each kept detection taken as
+    true with one probability)."""
+    from calibrate import stats
+
+    miss_up, fd_up = by_action(c.action, c.false_accept_rate_upper, c.false_reject_rate_upper)
+    kept = c.true_detections + c.false_detections
+    precision = lower = upper = None
+    if kept:
+        precision = c.true_detections / kept
+        lower, upper = (float(x) for x in stats.clopper_pearson_interval(
+            c.true_detections, kept, c.policy.confidence))
+    return dict(
+        split=split, true=c.true_detections, false=c.false_detections,
+        missed=c.missed_objects, n_objects=c.n_objects, n_images=c.n_images,
+        miss_rate=format_rate(c.missed_objects / c.n_objects), miss_upper=format_rate(miss_up),
+        fd_per_image=f"{c.false_detections / c.n_images:.3g}", fd_upper=f"{fd_up:.3g}",
+        precision="-" if precision is None else format_rate(precision),
+        precision_interval="" if precision is None else
+        f"{format_rate(lower)} \u2013 {format_rate(upper)}",
+        cost=c.expected_cost,
+    )
+
+
+def _detection_cost_unit(c) -> str:
+    miss_name, fd_name = by_action(c.action, "false accept", "false reject")
+    return (f"expected cost per image: cost of a {miss_name} \u00d7 missed objects per image "
+            f"+ cost of a {fd_name} \u00d7 false detections per image, in the policy's cost "
+            "units")
 
 
 def _attach_examples(store, sections, results, decisions, split, dataset) -> None:

@@ -32,6 +32,7 @@ from calibrate.samples.parts import (
     parts_composition,
     read_parts_info,
     render_part,
+    render_part_with_box,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "read_parts_info",
     "render_face_item",
     "render_part",
+    "render_part_with_box",
 ]

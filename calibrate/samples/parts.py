@@ -40,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from calibrate.errors import InputError
-from calibrate.manifest import LabeledImage
+from calibrate.manifest import GroundTruthObject, LabeledImage
 from calibrate.samples.common import (
     _check_generated_dir,
     _check_seed,
@@ -54,11 +54,13 @@ __all__ = [
     "PARTS_LABELS",
     "PARTS_LINE_PREVALENCE",
     "PARTS_SAMPLE_SHARE",
+    "VISIBLE_SHARE",
     "load_parts",
     "make_parts",
     "parts_composition",
     "read_parts_info",
     "render_part",
+    "render_part_with_box",
 ]
 
 #: Bumped whenever the same seed would draw different images.
@@ -178,6 +180,17 @@ def _crack(rng, s, yy, xx, size):
     return -amp * np.exp(-0.5 * (d / width) ** 2)
 
 
+#: A defect's box covers every pixel where it reaches this share of its peak contrast.
+VISIBLE_SHARE = 0.15
+
+
+def _visible_box(drawn: np.ndarray) -> tuple[float, float, float, float]:
+    """The box of the pixels where a drawn defect reaches :data:`VISIBLE_SHARE` of its
+    peak contrast, in the COCO convention (pixel ``i`` spans ``[i, i + 1)``)."""
+    rows, cols = np.nonzero(np.abs(drawn) >= VISIBLE_SHARE * np.abs(drawn).max())
+    return (float(cols.min()), float(rows.min()), float(cols.max() + 1), float(rows.max() + 1))
+
+
 _DEFECTS = {"scratch": _scratch, "dent": _dent, "spot": _spot, "crack": _crack}
 
 
@@ -232,17 +245,46 @@ def render_part(
     image : numpy.ndarray of uint8, shape (size, size)
     nuisances : list of str
         Which nuisances were drawn (``"dust"``, ``"machining_mark"``, ``"smudge"``).
+
+    See Also
+    --------
+    render_part_with_box : the same image, and where its defect is.
+    """
+    pixels, names, _ = render_part_with_box(rng, defect, severity, size=size,
+                                            nuisance_prob=nuisance_prob)
+    return pixels, names
+
+
+def render_part_with_box(
+    rng: np.random.Generator, defect: str | None, severity: float, *, size: int = 64,
+    nuisance_prob: dict[str, float] | None = None,
+) -> tuple[np.ndarray, list[str], tuple[float, float, float, float] | None]:
+    """Draw one part's image, as :func:`render_part`, and return its defect's box.
+
+    Returns
+    -------
+    image : numpy.ndarray of uint8, shape (size, size)
+    nuisances : list of str
+    box : tuple of 4 floats, or None
+        ``(x_min, y_min, x_max, y_max)`` in pixels (pixel ``i`` spans ``[i, i + 1)``,
+        as in COCO): the box of every pixel where the defect reaches
+        :data:`VISIBLE_SHARE` of its peak contrast (whatever its severity, so a faint
+        defect has the box an obvious one would have); None for a good part. Drawn from the
+        same random numbers, so the image is byte-identical to :func:`render_part`'s.
     """
     yy, xx = _grid(size)
     img = _surface(rng, size, yy, xx)
+    box = None
     if defect is not None:
-        img = img + _DEFECTS[defect](rng, severity, yy, xx, size)
+        drawn = _DEFECTS[defect](rng, severity, yy, xx, size)
+        img = img + drawn
+        box = _visible_box(drawn)
     nuis, names = _nuisances(rng, yy, xx, size, nuisance_prob)
     img = img + nuis
     # sensor: shot noise (grows with brightness) + read noise, then 8-bit quantisation
     sigma = np.sqrt(rng.uniform(0.005, 0.010) ** 2 + 0.00012 * np.clip(img, 0.0, None))
     img = img + sigma * rng.standard_normal(img.shape)
-    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8), names
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8), names, box
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,8 +344,11 @@ def make_parts(
     Path
         ``<out_dir>/manifest.jsonl``. Each line is
         ``{"id": "part-00001", "image": "images/part-00001.png", "labels": ["scratch"],
-        "split": "calibration", "severity": 0.37, "nuisances": ["dust"]}``; good parts
-        have ``"labels": []`` and ``"severity": 0.0``. ``split`` is ``"calibration"``
+        "objects": [{"label": "scratch", "box": [12.3, 20.1, 40.6, 31.9]}], "width": 64,
+        "height": 64, "split": "calibration", "severity": 0.37, "nuisances": ["dust"]}``;
+        good parts have ``"labels": []``, ``"objects": []`` (real negatives at the
+        detection level too) and ``"severity": 0.0``. Boxes are pixels (see
+        :func:`render_part_with_box`). ``split`` is ``"calibration"``
         (70%) or ``"test"``, stratified by defect type.
 
     Raises
@@ -368,17 +413,21 @@ def _draw_parts(
         severity = 0.0
         if kind is not None:
             severity = round(max(float(rng.beta(*_SEVERITY_BETA)), 0.001), 3)
-        pixels, nuis = render_part(rng, kind, severity, size=image_size)
+        pixels, nuis, box = render_part_with_box(rng, kind, severity, size=image_size)
         pid = f"part-{i + 1:05d}"
         rel = f"images/{pid}.png"
         Image.fromarray(pixels, mode="L").save(out / rel, format="PNG", optimize=False)
         labels = [kind] if kind else []
+        objects = [{"label": kind, "box": list(box)}] if kind else []
         lines.append(
             json.dumps(
                 {
                     "id": pid,
                     "image": rel,
                     "labels": labels,
+                    "objects": objects,
+                    "width": image_size,
+                    "height": image_size,
                     "split": split[i],
                     "severity": severity,
                     "nuisances": nuis,
@@ -457,7 +506,8 @@ def load_parts(manifest, *, split: str | None = None) -> list:
     Returns
     -------
     list of LabeledImage
-        With ``metadata`` holding ``severity`` and ``nuisances``.
+        With ``metadata`` holding ``severity`` and ``nuisances``, and the defect's box
+        in ``objects`` (sets generated before boxes were written have ``None``).
     """
     p = Path(manifest)
     if p.is_dir():
@@ -476,6 +526,10 @@ def load_parts(manifest, *, split: str | None = None) -> list:
                     image_id=rec["id"],
                     uri=str(root / rec["image"]),
                     labels=frozenset(rec["labels"]),
+                    objects=None if "objects" not in rec else tuple(
+                        GroundTruthObject(o["label"], tuple(o["box"])) for o in rec["objects"]),
+                    width=rec.get("width"),
+                    height=rec.get("height"),
                     split=rec["split"],
                     metadata={"severity": rec["severity"], "nuisances": rec["nuisances"]},
                     source=f"{p}:{lineno}",

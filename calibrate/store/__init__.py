@@ -38,7 +38,7 @@ Semantics (see ``DESIGN.md``)
   version and settings) by copying them in (:meth:`ScoreStore.reuse_results`): they are
   never sent again.
 
-Schema (version 3)
+Schema (version 5)
 ------------------
 Big tables refer to runs and images by integer surrogate keys (``run_key``,
 ``image_key``): joining and grouping 10^6 rows on integers is several times faster
@@ -53,9 +53,16 @@ settings, labels, detection_floor, status, started_at, finished_at, tool_version
 source)``
     ``settings`` and ``labels`` are JSON text; times are UTC; ``source`` is the
     manifest scored, when known.
-``images(image_key, dataset, image_id, uri, content_hash, labels, split, current)``
+``images(image_key, dataset, image_id, uri, content_hash, labels, split, current,
+width, height, has_objects)``
     One row per image identity; ``labels`` is a list of the labels truly present;
-    ``current`` marks the dataset as it is now (at most one current row per id).
+    ``current`` marks the dataset as it is now (at most one current row per id);
+    ``width``/``height`` the size in pixels when known; ``has_objects`` whether its
+    manifest gave ground-truth boxes (NULL for rows from before version 4).
+``objects(image_key, label, x_min, y_min, x_max, y_max, ignore)``
+    One row per ground-truth box of an image identity, in pixels; ``ignore`` marks a
+    crowd / don't-care region. An image with ``has_objects`` and no rows is a real
+    negative.
 ``run_images(run_key, image_key, status, attempts, scored_at)``
     One row per image a run has finished (``'scored'`` or ``'failed'``); the writes
     never record an image twice in a run (``attempts = 0``: no call by this run).
@@ -66,6 +73,13 @@ source)``
     that is a reserved word in DuckDB 2.)
 ``raw_responses(run_key, image_key, response)``
     The detector's response as zlib-compressed JSON, kept for audit.
+``matches(run_key, image_key, iou_threshold, label, kind, score, outcome)``
+    Detections matched to ground-truth objects (COCO protocol), computed once per (run,
+    IoU threshold, label) and reused: a row per non-ignored object (``score`` of its
+    matching detection, ``-inf`` if missed) and per detection (``outcome`` true, false
+    or ignored). ``match_sets(run_key, iou_threshold, label, fingerprint, matched_at)``
+    says what they were computed from; a changed result, box or image size recomputes
+    them (version 5).
 
 Older files are migrated when opened for writing (see :data:`SCHEMA_VERSION` and
 ``_MIGRATIONS``); files written by a newer ``calibrate`` are refused.
@@ -87,6 +101,12 @@ The package's parts
     Which dataset and images a version's curves count; completeness checks.
 :mod:`.reads`
     Runs and resume queries, scores and count tables, overviews.
+:mod:`.detections`
+    Detections and ground-truth boxes in pixels, for the detection unit
+    (``detection_rows``).
+:mod:`.matches`
+    Matches stored per run and the detection-level count table
+    (``detection_count_table``).
 :mod:`.reuse`
     Reusing stored results of unchanged images in a new run.
 :mod:`.parquet`
@@ -121,11 +141,13 @@ from calibrate.store.model import (
     DEFAULT_PATH,
     FAILURE_KINDS,
     RUN_STATUSES,
+    DetectionRows,
     LabelScores,
     RunInfo,
     VersionData,
     redact_secrets,
 )
+from calibrate.store.matches import MatchesMixin
 from calibrate.store.parquet import ParquetMixin
 from calibrate.store.reads import ReadsMixin
 from calibrate.store.reuse import ReuseMixin
@@ -137,6 +159,7 @@ __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "DatasetOverlapWarning",
+    "DetectionRows",
     "IncompleteDataError",
     "IncompleteDataWarning",
     "LabelScores",
@@ -150,7 +173,7 @@ __all__ = [
 ]
 
 
-class ScoreStore(SchemaMixin, ReadsMixin, ReuseMixin, ParquetMixin):
+class ScoreStore(SchemaMixin, ReadsMixin, MatchesMixin, ReuseMixin, ParquetMixin):
     """The score store: one DuckDB file with runs, images, results and failures.
 
     Parameters

@@ -7,14 +7,18 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from calibrate.secrets import redact
 
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
 __all__ = [
     "DEFAULT_PATH",
+    "DetectionRows",
     "FAILURE_KINDS",
     "RUN_STATUSES",
     "LabelScores",
@@ -112,6 +116,49 @@ class LabelScores:
 
     def __len__(self) -> int:
         return int(self.scores.size)
+
+
+class DetectionRows(NamedTuple):
+    """Detections and ground-truth objects of one ``(detector, model_version)``, in pixels,
+    as :meth:`ScoreStore.detection_rows` reads them for matching.
+
+    Attributes
+    ----------
+    detections : pandas.DataFrame
+        One row per result: ``image_id, label, score, x_min, y_min, x_max, y_max``
+        (pixels; ratio boxes multiplied by the image's width and height), ordered by
+        image, label, descending score, then the order the detector returned them.
+    objects : pandas.DataFrame
+        One row per ground-truth object: ``image_id, label, x_min, y_min, x_max,
+        y_max`` (pixels) and ``ignore`` (crowd / don't-care region), ordered by image.
+    n_images : int
+        Images in the selection: current images with ground-truth boxes that the
+        selected run(s) scored (an image with no object and no detection counts).
+        The denominator of per-image rates.
+    image_ids : ndarray of object (str)
+        Those images, in the order they were registered.
+    n_failed : int
+        Images with boxes that the version failed on and never scored; not included.
+    n_without_boxes : int
+        Images the version scored whose manifest gave no boxes; not included.
+    dataset : str
+        The dataset read.
+    run_ids : tuple of str
+        The runs of the version on that dataset, oldest first; each image's detections
+        come from the latest of them that scored it.
+    incomplete : str or None
+        The warning when incomplete data was used as allowed, else None.
+    """
+
+    detections: pd.DataFrame
+    objects: pd.DataFrame
+    n_images: int
+    image_ids: np.ndarray
+    n_failed: int
+    n_without_boxes: int
+    dataset: str
+    run_ids: tuple[str, ...]
+    incomplete: str | None = None
 
 
 @dataclass(frozen=True)

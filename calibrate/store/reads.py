@@ -13,7 +13,7 @@ from calibrate.curves import CountTable
 from calibrate.errors import InputError
 from calibrate.store._base import _check_name, _json_loads_or_none
 from calibrate.store.model import LabelScores, RunInfo
-from calibrate.store.selection import SelectionMixin
+from calibrate.store.selection import SelectionMixin, latest_and_failed_ctes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -166,32 +166,22 @@ class ReadsMixin(SelectionMixin):
         aggregation over all images, which is most of the cost at 10^6 images.
         """
         keys = self._version_run_keys(detector, model_version, dataset)
+        latest, failed = latest_and_failed_ctes(keys)
         # Keys are integers read from the database, so inlining them is safe; literal
-        # values let DuckDB prune row groups of results/run_images by zone maps.
+        # values let DuckDB prune row groups of results by zone maps.
         if len(keys) == 1:
-            run = str(keys[0])
-            ctes = f"""
-                latest AS (SELECT image_key, run_key FROM run_images
-                           WHERE run_key = {run} AND status = 'scored'),
+            best = f"""
                 best AS (SELECT image_key, max(score) AS score FROM results
-                         WHERE run_key = {run} AND label = $label GROUP BY image_key)"""
-            failed = f"""
-                failed AS (SELECT image_key FROM run_images
-                           WHERE run_key = {run} AND status = 'failed')"""
+                         WHERE run_key = {keys[0]} AND label = $label GROUP BY image_key)"""
         else:
             runs = ", ".join(map(str, keys))
-            ctes = f"""
-                latest AS (SELECT image_key, max(run_key) AS run_key FROM run_images
-                           WHERE run_key IN ({runs}) AND status = 'scored'
-                           GROUP BY image_key),
+            best = f"""
                 best AS (SELECT res.image_key, max(res.score) AS score
                          FROM results res
                          JOIN latest l ON l.run_key = res.run_key AND l.image_key = res.image_key
                          WHERE res.run_key IN ({runs}) AND res.label = $label
                          GROUP BY res.image_key)"""
-            failed = f"""
-                failed AS (SELECT image_key FROM run_images WHERE run_key IN ({runs})
-                           GROUP BY image_key HAVING NOT bool_or(status = 'scored'))"""
+        ctes = latest + "," + best
         return ctes, failed
 
     def _n_failed(self, failed_cte: str, split: str | None) -> int:

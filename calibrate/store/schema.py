@@ -20,14 +20,17 @@ from calibrate.store.model import RUN_STATUSES, redact_secrets
 __all__ = ["SCHEMA_VERSION", "SchemaMixin"]
 
 #: Schema version this module writes. Bump it together with a new ``_MIGRATIONS`` step.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 
 #: One row per image identity: ``(dataset, image_id)`` with the content it had. When an
 #: image's content changes, its row is kept for the runs that scored the old content and
 #: marked ``current = false``, and the new content gets a row (and key) of its own; an
 #: image left out of a manifest is marked the same way. ``current`` rows are the
-#: dataset as it is now, the only images curves count (schema version 3).
+#: dataset as it is now, the only images curves count (schema version 3). ``width`` and
+#: ``height`` (pixels, when known) convert ratio boxes; ``has_objects`` says whether the
+#: manifest gave the image's ground-truth boxes (rows in ``objects``; true with no rows
+#: is a real negative image), NULL for rows written before schema version 4.
 _IMAGES_SQL = """CREATE TABLE images (
     image_key BIGINT NOT NULL DEFAULT nextval('image_keys'),
     dataset VARCHAR NOT NULL,
@@ -36,7 +39,48 @@ _IMAGES_SQL = """CREATE TABLE images (
     content_hash VARCHAR,
     labels VARCHAR[] NOT NULL,
     split VARCHAR,
-    current BOOLEAN NOT NULL DEFAULT true
+    current BOOLEAN NOT NULL DEFAULT true,
+    width INTEGER,
+    height INTEGER,
+    has_objects BOOLEAN
+);"""
+
+#: One row per ground-truth object (box) of an image identity, in pixels (schema
+#: version 4). ``ignore`` marks crowd / "don't care" regions, which absorb detections.
+_OBJECTS_SQL = """CREATE TABLE objects (
+    image_key BIGINT NOT NULL,
+    label VARCHAR NOT NULL,
+    x_min DOUBLE NOT NULL,
+    y_min DOUBLE NOT NULL,
+    x_max DOUBLE NOT NULL,
+    y_max DOUBLE NOT NULL,
+    ignore BOOLEAN NOT NULL DEFAULT false
+);"""
+
+#: Detections matched to ground-truth objects (schema version 5), computed once per
+#: (run, IoU threshold, label) and reused: one row per non-ignored object (``kind =
+#: 'object'``, ``score`` of the detection that matched it or ``-inf``, ``outcome`` 'true'
+#: or 'missed') and per detection (``kind = 'detection'``, outcome 'true', 'false' or
+#: 'ignored'), so the detection-level count table is one ``GROUP BY score``.
+#: ``match_sets`` records what each stored match was computed from (a fingerprint of
+#: the run's results, the objects and the sizes of its images): when any of them
+#: changes, the matches are computed again.
+_MATCHES_SQL = """CREATE TABLE matches (
+    run_key INTEGER NOT NULL,
+    image_key BIGINT NOT NULL,
+    iou_threshold DOUBLE NOT NULL,
+    label VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL CHECK (kind IN ('object', 'detection')),
+    score DOUBLE NOT NULL,
+    outcome VARCHAR NOT NULL CHECK (outcome IN ('true', 'false', 'ignored', 'missed'))
+);
+CREATE TABLE match_sets (
+    run_key INTEGER NOT NULL,
+    iou_threshold DOUBLE NOT NULL,
+    label VARCHAR NOT NULL,
+    fingerprint VARCHAR NOT NULL,
+    matched_at TIMESTAMP NOT NULL,      -- UTC
+    PRIMARY KEY (run_key, iou_threshold, label)
 );"""
 
 _VIEWS = ("result_rows", "run_image_rows", "failure_rows")
@@ -88,6 +132,8 @@ CREATE TABLE runs (
     source VARCHAR                      -- the manifest or file scored, when known
 );
 {_IMAGES_SQL}
+{_OBJECTS_SQL}
+{_MATCHES_SQL}
 -- One row per (run, image) the run has finished. The pair is unique by construction
 -- (writes skip images the run already finished and group a batch by image) and checked
 -- by the tests, not by a PRIMARY KEY: DuckDB maintains that index row by row, which
@@ -362,12 +408,45 @@ def _migrate_2_to_3(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_VIEWS_SQL)
 
 
+def _migrate_3_to_4(con: duckdb.DuckDBPyConnection) -> None:
+    """Ground-truth boxes (version 4): ``images`` gains ``width``, ``height`` and
+    ``has_objects``, all NULL for existing rows (their manifests gave no boxes, so they
+    are not used at the detection level until registered again from a manifest with
+    boxes), and the ``objects`` table is created empty. Files migrated from version 0
+    or 2 were built with the current ``images`` table already, so each column is only
+    added where it is missing.
+    """
+    for column, sql_type in (("width", "INTEGER"), ("height", "INTEGER"),
+                             ("has_objects", "BOOLEAN")):
+        if not _has_column(con, "images", column):
+            con.execute(f"ALTER TABLE images ADD COLUMN {column} {sql_type}")
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'objects'").fetchall()[0][0]
+    if not exists:
+        con.execute(_OBJECTS_SQL)
+
+
+def _migrate_4_to_5(con: duckdb.DuckDBPyConnection) -> None:
+    """Stored matches (version 5): the ``matches`` and ``match_sets`` tables, empty;
+    they fill the first time a detection-level count table is asked for. Files migrated
+    from older versions through a step that builds the current schema have them already.
+    """
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'matches'").fetchall()[0][0]
+    if not exists:
+        con.execute(_MATCHES_SQL)
+
+
 #: ``_MIGRATIONS[v]`` turns a version-``v`` file into version ``v + 1``. Steps run in
 #: one transaction, so a failed migration leaves the file as it was.
 _MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
     0: _migrate_0_to_1,
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 
 

@@ -33,6 +33,11 @@ model versions are compared (:func:`overlay_results` from ready analyses,
   calibration map's reliability on held-out data (exact intervals per bin), and score ->
   probability on the line per model version (:mod:`.reliability`).
 
+Labels decided per detection (``unit = "detection"``) have their own two displays
+(:mod:`.detections`): :class:`MissRateDisplay` (miss rate over objects against false
+detections per image) and :class:`DetectionPrecisionRecallDisplay` (precision-recall
+with exact bands), computed once by :func:`detection_arrays`.
+
 When the detector cannot report scores below a floor (a service-side cutoff, the
 run's ``detection_floor``), the thresholds below it are shaded as censored rather than
 hidden: the rates there are not knowable from the data.
@@ -49,6 +54,12 @@ from .common import _plain, figure_key, new_axes  # noqa: F401
 from .compare import _KINDS, overlay_results, overlay_versions, plot_version_comparison  # noqa
 from .cost import CostArrays, ExpectedCostDisplay, cost_arrays
 from .det import DetArrays, DetCurveDisplay, det_arrays
+from .detections import (
+    DetectionArrays,
+    DetectionPrecisionRecallDisplay,
+    MissRateDisplay,
+    detection_arrays,
+)
 from .histogram import ScoreHistogramDisplay
 from .rates import ErrorRatesDisplay, RateArrays, rate_arrays
 from .reliability import ReliabilityDisplay, ScoreMeaningDisplay, plot_label_calibrations
@@ -57,14 +68,18 @@ __all__ = [
     "CostArrays",
     "DetArrays",
     "DetCurveDisplay",
+    "DetectionArrays",
+    "DetectionPrecisionRecallDisplay",
     "ErrorRatesDisplay",
     "ExpectedCostDisplay",
+    "MissRateDisplay",
     "RateArrays",
     "ReliabilityDisplay",
     "ScoreHistogramDisplay",
     "ScoreMeaningDisplay",
     "cost_arrays",
     "det_arrays",
+    "detection_arrays",
     "error_names",
     "figure_key",
     "new_axes",
