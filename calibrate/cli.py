@@ -315,13 +315,19 @@ def thresholds(
     else:
         _print_thresholds(outcome)
     if written is not None:
-        out.print(f"thresholds file written to {written}", highlight=False)
-    if not outcome.calibrated:
-        err.print("[bold red]error:[/] no label could be calibrated:", highlight=False)
-        for r in outcome.results:
-            err.print(escape(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}"),
-                      highlight=False)
-        raise typer.Exit(2)
+        out.print(f"thresholds file written to {written}", markup=False, highlight=False)
+    _exit_if_nothing_calibrated(outcome)
+
+
+def _exit_if_nothing_calibrated(outcome) -> None:
+    """Exit 2 naming every label's problem when none could be calibrated."""
+    if outcome.calibrated:
+        return
+    err.print("[bold red]error:[/] no label could be calibrated:", highlight=False)
+    for r in outcome.results:
+        err.print(escape(f"  {r.label} ({r.detector} {r.model_version}): {r.problem}"),
+                  highlight=False)
+    raise typer.Exit(2)
 
 
 def _thresholds_json(outcome, policies):
@@ -332,7 +338,8 @@ def _thresholds_json(outcome, policies):
     from calibrate.parts import parts_skipped
 
     return {"labels": rows, "parts": [d.to_dict() for d in outcome.parts],
-            "parts_skipped": parts_skipped(outcome.results, policies)}
+            "parts_skipped": (parts_skipped(outcome.results, policies)
+                              or outcome.parts_unavailable)}
 
 
 def _rows_for_json(results) -> list[dict]:
@@ -694,7 +701,8 @@ def _print_score_summary(outcome, store: Path, max_calls: int | None) -> None:
     if summary.status == "skipped":
         out.print(
             f"{name} {version} already scored all {summary.n_images:,} images of "
-            f"{labeled.name} in {store} (run {summary.run_id}); use --force to score again."
+            f"{labeled.name} in {store} (run {summary.run_id}); use --force to score again.",
+            markup=False, highlight=False,
         )
         return
     out.print(
@@ -702,11 +710,12 @@ def _print_score_summary(outcome, store: Path, max_calls: int | None) -> None:
         f"{summary.failed:,} failed, {summary.already_done:,} already done, {summary.calls:,} "
         f"calls ({summary.retries:,} retries) in {summary.elapsed:.1f}s -> {store} "
         f"(run {summary.run_id}, {summary.status})",
-        highlight=False,
+        markup=False, highlight=False,  # detector names may hold [brackets]
     )
     if summary.failures_by_kind:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures_by_kind.items()))
-        out.print(f"failures by kind: {kinds}; list them with: calibrate runs --store {store} --failures")
+        out.print(f"failures by kind: {kinds}; list them with: calibrate runs --store {store} --failures",
+                  markup=False, highlight=False)
     if summary.status == "call_budget":
         out.print(f"stopped at --max-calls {max_calls}; run the same command to continue.")
 
@@ -757,7 +766,8 @@ def import_scores_cmd(
                 )
     except CalibrateError as exc:
         _fail(exc)
-    out.print(f"imported {scores_file} into {store}: run(s) {', '.join(runs)}", highlight=False)
+    out.print(f"imported {scores_file} into {store}: run(s) {', '.join(runs)}",
+              markup=False, highlight=False)
 
 
 @app.command()

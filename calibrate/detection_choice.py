@@ -31,7 +31,26 @@ __all__ = [
     "error_words",
     "limit_words",
     "poisson_rate_test",
+    "require_image_unit",
 ]
+
+
+def require_image_unit(policy: Policy) -> None:
+    """Refuse a detection-unit policy where only an image-level count table exists.
+
+    Such a table (from a scores table, a Parquet dataset, Spark or a warehouse) holds one
+    score per image and label: choosing on it would silently answer another question.
+
+    Raises
+    ------
+    InputError
+        When ``policy.unit == "detection"``.
+    """
+    if policy.detection_unit:
+        raise InputError(
+            'unit = "detection" needs every detection\'s box and the ground-truth '
+            "objects, which an image-level count table does not carry: choose this "
+            "label from the store (--store).")
 
 
 def error_words(policy: Policy, error: str) -> str:

@@ -36,6 +36,7 @@ from calibrate.detection_choice import (
     error_words,
     limit_words,
     poisson_rate_test,
+    require_image_unit,
 )
 from calibrate.formatting import format_figure, format_rate, format_threshold
 from calibrate.policy import (
@@ -1012,7 +1013,11 @@ def choose_label_threshold(key, table_source, policies: PolicySet, *, held_out_s
     -------
     LabelThreshold
     """
-    result = _choose_one(key, table_source, policies, **provenance)
+    def image_table(policy: Policy):
+        require_image_unit(policy)
+        return table_source()
+
+    result = _choose_one(key, image_table, policies, **provenance)
     if held_out_source is not None:
         result = _with_held_out(result, held_out_source, held_out)
     return result

@@ -210,6 +210,8 @@ class ThresholdsOutcome:
     datasets: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
     parts: list[PartDecision] = field(default_factory=list)
+    #: Why a ``[part]`` policy got no whole-part figures from this source, or None.
+    parts_unavailable: str | None = None
 
     @property
     def refused(self) -> list[LabelThreshold]:
@@ -478,6 +480,13 @@ def choose_from_scores_dataset(path, policies: PolicySet, *, detector: str | Non
             "threshold and are optimistic (give the dataset a 'split' column, calibrate "
             "on one split with --split and the 'test' split is used as held-out).")
     outcome.notices += prevalence_notices(results)
+    if policies.part:
+        # A count table per label cannot say which labels fired on the same part.
+        outcome.parts_unavailable = (
+            "no whole-part figures: they need every label's score per part, which a "
+            "scores dataset's per-label count tables do not carry; run the same "
+            "command with --store to get them.")
+        outcome.notices.append(outcome.parts_unavailable)
     return outcome
 
 

@@ -144,8 +144,9 @@ def test_a_detection_label_is_matched_chosen_and_drawn_once(parts_store, tmp_pat
     assert det_tables.calls == 4  # 2 versions x (calibration + held-out)
     assert tables.calls == curves.calls == 12  # the 6 image-unit combinations, twice
     # 6 image-unit combinations x 4 figures + 3 labels' comparisons x 4, and the
-    # detection label's 2 figures per version; PNG + SVG each
-    assert len(result.figure_paths) == 2 * (6 * 4 + 3 * 4 + 2 * 2)
+    # detection label's 2 figures per version, and a score meaning per image-unit label
+    # (score -> probability maps are fitted at the image unit); PNG + SVG each
+    assert len(result.figure_paths) == 2 * (6 * 4 + 3 * 4 + 2 * 2 + 3)
     html = result.html_path.read_text()
     md = result.markdown_path.read_text()
     assert 'id="detection-unit"' in html and "Labels decided per detection" in md

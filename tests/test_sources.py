@@ -108,8 +108,13 @@ def test_thresholds_from_the_dataset_equal_the_stores(parts_dataset):
     a = runner.invoke(app, ["thresholds", "--store", str(store_path), *common])
     b = runner.invoke(app, ["thresholds", "--scores-dataset", str(folder), *common])
     assert a.exit_code == 0 and b.exit_code == 0, (a.output, b.output)
-    rows_a, rows_b = json.loads(a.stdout), json.loads(b.stdout)
+    out_a, out_b = json.loads(a.stdout), json.loads(b.stdout)
+    rows_a, rows_b = out_a["labels"], out_b["labels"]  # the parts policy has a [part] table
     assert len(rows_a) == 8 and rows_a == rows_b  # choices, held-out figures and flags
+    # whole-part figures need per-part data: the store has it, a scores dataset does not,
+    # and says so instead of leaving them out silently
+    assert out_a["parts"] and out_a["parts_skipped"] is None
+    assert out_b["parts"] == [] and "--store" in out_b["parts_skipped"]
     # the table for people too: only the source line differs
     a = runner.invoke(app, ["thresholds", "--store", str(store_path), "--policy",
                             str(PARTS_POLICY), "--model-version", "v2"])
@@ -438,3 +443,19 @@ def test_bad_tables_in_sql_engines_are_named():
         count_table_from_sql(con, "d", "v", "l", table="t; DROP TABLE t")
     with pytest.raises(InputError, match=r"unknown SQL dialect 'sqlitee'"):
         count_table_from_sql(con, "d", "v", "l", table="t", dialect="sqlitee")
+
+
+def test_a_detection_unit_label_is_refused_from_a_scores_dataset(parts_dataset, tmp_path):
+    # An image-level count table cannot answer a per-detection question: the label says why
+    # instead of being chosen on the wrong unit.
+    _, folder = parts_dataset
+    policy = tmp_path / "p.toml"
+    policy.write_text('[defaults]\ncost_false_accept = 10\ncost_false_reject = 1\n'
+                      '[labels.dent]\nunit = "detection"\n')
+    r = runner.invoke(app, ["thresholds", "--scores-dataset", str(folder), "--policy",
+                            str(policy), "--split", "calibration", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    dent = [x for x in rows if x["label"] == "dent"]
+    assert dent and all("unit = \"detection\"" in x["problem"] for x in dent)
+    assert all("problem" not in x for x in rows if x["label"] != "dent")

@@ -608,15 +608,7 @@ def build_report(
     results = [r for r in every if r.unit != "detection"]
     detection_labels = [r for r in every if r.unit == "detection"]
     sections, summary_rows, notes, tasks, slots = _label_sections(results, keys)
-    detection_entries = []
-    for r in detection_labels:
-        entry = _detection_entry(r, "label-" + F.figure_key(r.label, r.detector,
-                                                             r.model_version))
-        if r.choice is not None:
-            new = _detection_tasks(r)
-            slots.append((entry["figures"], len(tasks), len(new)))
-            tasks += new
-        detection_entries.append(entry)
+    detection_entries = _detection_entries(detection_labels, tasks, slots)
     for (det, label), sec in sections.items():
         versions = sec.pop("results")
         if len(versions) < 2:
@@ -627,17 +619,7 @@ def build_report(
         tasks += new
 
     meanings = meaning_sections(store, results, policies=policies)
-    for m in meanings:
-        m["figures"] = []
-        slots.append((m["figures"], len(tasks), 1))
-        tasks.append(_FigureTask(
-            kind="meaning", key=F.figure_key(m["label"], m["detector"], "meaning"),
-            title=None, short="what a score means",
-            caption=(f"{m['label']}: reliability of each version's map on held-out data "
-                     "(exact intervals per bin), and what a score means on the line per "
-                     "version (map, score bands with exact intervals, cutoffs dashed)."),
-            results={}, label=m["label"], detector=m["detector"], overlay=False,
-            calibrations=tuple(m.pop("calibrations"))))
+    _add_meaning_tasks(meanings, tasks, slots)
     rendered = _render_all(tasks, fig_dir, workers)
     for target, first, count in slots:
         target.extend(rendered[first:first + count])
@@ -681,6 +663,35 @@ def build_report(
     atomic_write_text(md_path, md_env.get_template("summary.md.j2").render(**context))
     return ReportResult(html_path, md_path, written, every)
 
+
+
+def _detection_entries(detection_labels, tasks: list, slots: list) -> list[dict]:
+    """Table entries of detection-unit labels; their figures join ``tasks``."""
+    entries = []
+    for r in detection_labels:
+        entry = _detection_entry(r, "label-" + F.figure_key(r.label, r.detector,
+                                                             r.model_version))
+        if r.choice is not None:
+            new = _detection_tasks(r)
+            slots.append((entry["figures"], len(tasks), len(new)))
+            tasks += new
+        entries.append(entry)
+    return entries
+
+
+def _add_meaning_tasks(meanings: list[dict], tasks: list, slots: list) -> None:
+    """One "what a score means" figure per label section, drawn with the others."""
+    for m in meanings:
+        m["figures"] = []
+        slots.append((m["figures"], len(tasks), 1))
+        tasks.append(_FigureTask(
+            kind="meaning", key=F.figure_key(m["label"], m["detector"], "meaning"),
+            title=None, short="what a score means",
+            caption=(f"{m['label']}: reliability of each version's map on held-out data "
+                     "(exact intervals per bin), and what a score means on the line per "
+                     "version (map, score bands with exact intervals, cutoffs dashed)."),
+            results={}, label=m["label"], detector=m["detector"], overlay=False,
+            calibrations=tuple(m.pop("calibrations"))))
 
 def _results_for(store, policies, keys, split, dataset, results,
                  held_out=None) -> list[LabelThreshold]:
