@@ -73,7 +73,8 @@ def test_table_output_and_unmet_limit(scores_csv, tmp_path):
     # An unproven limit is a decision, not a fallback: refused by default, options shown.
     assert "refused" in res.stdout and "if_limit_unproven" in res.stdout
     assert "Options: cost-optimal" in res.stdout
-    assert "more positives with no further false accepts" in res.stdout
+    # Words may wrap wherever the temporary path pushed them.
+    assert "more positives with no further false accepts" in " ".join(res.stdout.split())
 
 
 def test_label_policy_wins_over_options(scores_csv, tmp_path):

@@ -89,7 +89,8 @@ def test_calibration_command_at_80_columns_adds_to_the_thresholds_file_and_expor
               "--split", "calibration", "--model-version", "v2", "--label", "spot",
               "--label", "dent", "--add-to", str(tf_path), "--export-maps", str(maps)])
     assert r.returncode == 0, r.stderr
-    assert all(len(x) <= 80 for x in r.stdout.splitlines()), r.stdout
+    # A path longer than the terminal stands alone on its line; nothing else may overflow.
+    assert all(len(x) <= 80 or len(x.split()) == 1 for x in r.stdout.splitlines()), r.stdout
     assert "P(spot | fired)" in r.stdout and "weigh every class by its line share" in r.stdout
     tf = read_thresholds_file(tf_path)
     assert {m["label"] for m in tf.score_meaning} == {"spot", "dent"}

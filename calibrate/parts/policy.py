@@ -30,20 +30,14 @@ import numpy as np
 from calibrate import stats
 from calibrate.checks import check_confidence, check_cost, check_prevalence, check_rate
 from calibrate.errors import InputError
-from calibrate.policy import PolicyError, PolicySet
+# One wrapper turns a value check's InputError into a PolicyError naming the key.
+from calibrate.policy import PolicyError, PolicySet, _checked
 
 __all__ = ["DEPLOY", "PartPolicy", "line_weights", "part_policy"]
 
 #: The cutoff sets a ``[part]`` policy can deploy (``deploy = ...``), and the name of the
 #: :class:`calibrate.parts.PartRow` each one is.
 DEPLOY = {"per_label": "per-label", "joint": "joint", "review_band": "review band"}
-
-
-def _checked(key: str, check, *args):
-    try:
-        return check(*args)
-    except InputError as exc:
-        raise PolicyError(str(exc), key) from None
 
 
 @dataclass(frozen=True)
