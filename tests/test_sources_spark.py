@@ -33,6 +33,8 @@ from calibrate.thresholds import choose_label_threshold
 from tests.parts_fixture import PARTS_POLICY
 
 pytestmark = [pytest.mark.spark,
+              # one Spark session per worker is enough: keep these tests together
+              pytest.mark.xdist_group("spark"),
               # pyspark 4.3 says it does not yet fully support pandas 3; only
               # createDataFrame uses pandas here, on plain columns
               pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")]
