@@ -65,7 +65,7 @@ from calibrate.runner import (
 )
 from calibrate.scheduler import Tally
 
-__all__ = ["RayOptions", "connect", "score_dataset"]
+__all__ = ["INSTALL_HINT", "RayOptions", "connect", "require_ray", "score_dataset"]
 
 #: What to tell someone who asked for the Ray engine without Ray installed.
 INSTALL_HINT = "--engine ray needs Ray Data: pip install 'calibrate[ray]'"
@@ -111,7 +111,14 @@ class RayOptions:
             raise InputError(f"cpus_per_actor must be positive, got {self.cpus_per_actor}.")
 
 
-def _import_ray():
+def require_ray():
+    """The ``ray`` module, with Ray Data importable.
+
+    Raises
+    ------
+    InputError
+        Saying how to install it (``pip install 'calibrate[ray]'``).
+    """
     try:
         import ray
         import ray.data  # noqa: F401 - the extra that matters; `ray` alone lacks it
@@ -141,13 +148,13 @@ def connect(options: RayOptions | None = None, *, num_cpus: int | None = None) -
         Ray is not installed, or cannot be started or reached.
     """
     opts = options or RayOptions()
-    ray = _import_ray()
+    ray = require_ray()
     if ray.is_initialized():
         yield ray
         return
     address = opts.address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = dict(
-        log_to_driver=False, logging_level=logging.WARNING, runtime_env=opts.runtime_env
+        log_to_driver=False, logging_level=logging.ERROR, runtime_env=opts.runtime_env
     )
     if address is None:
         # A private instance: loopback only, no dashboard, a bounded object store.
@@ -272,7 +279,7 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     """
     opts, ropts = options or RunOptions(), ray_options or RayOptions()
     _check_runnable(detector, opts)
-    _import_ray()  # before the run is opened: a missing extra changes nothing in the store
+    require_ray()  # before the run is opened: a missing extra changes nothing in the store
     t0 = time.monotonic()
     with stop_on_sigterm():
         start = _open_run(dataset, detector, store, opts)
