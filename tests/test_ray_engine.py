@@ -1,0 +1,191 @@
+"""Scoring on Ray Data (``--engine ray``) against a real local Ray instance: the same
+store records as the local engine, failures recorded as failures, the local retry
+rules, and a real ``calibrate score --engine ray`` killed mid-run and resumed.
+
+One Ray instance serves the module (starting one takes 2-10 s); the kill test's
+command starts its own instance first (the default), then connects to the module's
+through ``RAY_ADDRESS`` as it would to a cluster. Without Ray these tests skip on a
+developer machine but fail under CI (``CI=true``), which installs it (``.ci/run``).
+Select them with ``-m ray``; leave them out with ``-m "not ray"``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from calibrate.datasets import make_parts
+from calibrate.detectors.base import FatalDetectorError
+from calibrate.detectors.surface import SurfaceDefectDetector
+from calibrate.errors import InputError
+from calibrate.manifest import read_manifest
+from calibrate.ray_engine import INSTALL_HINT, RayOptions, connect, require_ray
+from calibrate.ray_engine import score_dataset as score_on_ray
+from calibrate.runner import RunOptions, score_dataset
+from calibrate.store import ScoreStore
+from tests import fake_detectors as fd
+from tests.test_runner import _run_cli, _wait_for_calls, make_set
+from tests.test_runner_processes import descendants, kill_all, survivors
+
+pytestmark = [pytest.mark.ray,
+              pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
+
+QUIET = dict(progress=False, backoff=0.001)
+
+
+def _require_ray() -> None:
+    """Skip without Ray, but fail under CI, which must have it."""
+    try:
+        require_ray()
+    except InputError as exc:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI must run the Ray engine tests: {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """A local Ray instance for the module; its address, for commands that connect."""
+    _require_ray()
+    with connect(RayOptions(), num_cpus=2) as ray:  # a failure to start fails the tests
+        yield ray.get_runtime_context().gcs_address
+
+
+def _cpu(detector):
+    detector.kind = "cpu"  # the fakes are network-like; Ray runs local detectors
+    return detector
+
+
+def _rows(store_path: Path) -> dict[str, list]:
+    """What a store holds for its runs, without run ids or times: comparable across
+    stores and engines."""
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        return {
+            "results": con.execute(
+                "SELECT detector, model_version, image_id, label, score, x_min, y_min, x_max, "
+                "y_max FROM result_rows ORDER BY ALL").fetchall(),
+            "images": con.execute(
+                "SELECT image_id, status, attempts FROM run_image_rows ORDER BY ALL").fetchall(),
+            "failures": con.execute(
+                "SELECT image_id, kind, message, attempts FROM failure_rows ORDER BY ALL"
+            ).fetchall(),
+        }
+    finally:
+        con.close()
+
+
+def _both_engines(tmp_path: Path, ds, make_detector, opts: RunOptions,
+                  ray_opts: RayOptions = RayOptions(batch_size=4)):
+    """Score ``ds`` with the local engine and on Ray into two stores; both summaries."""
+    with ScoreStore(tmp_path / "local.duckdb") as store:
+        local = score_dataset(ds, make_detector(), store, opts)
+    with ScoreStore(tmp_path / "ray.duckdb") as store:
+        on_ray = score_on_ray(ds, make_detector(), store, opts, ray_opts)
+    return local, on_ray
+
+
+def test_ray_stores_exactly_what_the_local_engine_stores(tmp_path, ray_address):
+    ds = read_manifest(make_parts(tmp_path / "parts", n_parts=48, seed=3))
+    local, on_ray = _both_engines(tmp_path, ds, lambda: SurfaceDefectDetector("v2"),
+                                  RunOptions(concurrency=2, **QUIET))
+    assert on_ray.status == local.status == "finished"
+    assert on_ray.scored == local.scored == 48 and on_ray.calls == 48
+    expected = _rows(tmp_path / "local.duckdb")
+    assert len(expected["results"]) >= 4 * 48  # every label on every image, boxes too
+    assert _rows(tmp_path / "ray.duckdb") == expected
+    with ScoreStore(tmp_path / "ray.duckdb") as store:  # a second call has nothing to do
+        again = score_on_ray(ds, SurfaceDefectDetector("v2"), store, RunOptions(**QUIET))
+    assert again.status == "skipped" and again.calls == 0
+
+
+def test_failed_calls_are_recorded_as_failures_never_as_scores(tmp_path, ray_address):
+    """Ids ending in 3 are unreadable (kind 'image'), in 7 a bug (kind 'error')."""
+    ds = read_manifest(make_set(tmp_path, 30, bad=1))
+    local, on_ray = _both_engines(tmp_path, ds, lambda: _cpu(fd.Picky()),
+                                  RunOptions(concurrency=2, **QUIET))
+    assert on_ray.failures_by_kind == local.failures_by_kind == {"image": 4, "error": 3}
+    rows = _rows(tmp_path / "ray.duckdb")
+    assert rows == _rows(tmp_path / "local.duckdb")
+    failed = {r[0] for r in rows["failures"]}
+    assert failed == {"p0003", "p0013", "p0023", "bad0", "p0007", "p0017", "p0027"}
+    assert not failed & {r[2] for r in rows["results"]}
+    assert ("p0007", "error", "KeyError: 'boom'", 1) in rows["failures"]
+
+
+def test_retries_follow_the_local_rules(tmp_path, ray_address):
+    """Every image fails once, ids ending in 1 five times: with 2 attempts, the first
+    are scored at their second call, the others recorded as given up (a resume
+    retries them)."""
+    ds = read_manifest(make_set(tmp_path, 20))
+    (tmp_path / "calls").mkdir()
+    det = fd.CountedFlaky(str(tmp_path / "calls"), failures=1, stubborn=5)
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        summary = score_on_ray(ds, det, store, RunOptions(max_attempts=2, **QUIET),
+                               RayOptions(batch_size=4, actors=2))
+    assert (summary.scored, summary.failed, summary.calls, summary.retries) == (18, 2, 40, 20)
+    rows = _rows(tmp_path / "s.duckdb")
+    assert {r[2] for r in rows["images"]} == {2}
+    assert rows["failures"] == [(i, "retryable", "gave up after 2 attempts: busy", 2)
+                                for i in ("p0001", "p0011")]
+
+
+def test_the_call_budget_stops_a_resumable_run(tmp_path, ray_address):
+    ds = read_manifest(make_set(tmp_path, 30))
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        summary = score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(max_calls=10, **QUIET))
+        assert (summary.status, summary.calls, summary.scored) == ("call_budget", 10, 10)
+        (run,) = store.runs().itertuples()
+        assert run.n_scored == 10
+
+
+@pytest.mark.parametrize("detector, reason", [
+    (fd.BadCredentials(), "The security token included in the request is invalid"),
+    (fd.Unbuildable(), "cannot build the detector on a Ray worker: FileNotFoundError: "
+                       "no such model file"),
+], ids=["fatal-error", "cannot-build-on-worker"])
+def test_a_fatal_error_stops_the_run_and_records_no_score(tmp_path, ray_address, detector, reason):
+    ds = read_manifest(make_set(tmp_path, 12))
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        with pytest.raises(FatalDetectorError, match=reason) as info:
+            score_on_ray(ds, _cpu(detector), store, RunOptions(**QUIET))
+        assert "run the same command again to resume" in str(info.value)
+        (run,) = store.runs().itertuples()
+        assert run.status == "failed" and run.n_scored == 0
+    assert _rows(tmp_path / "s.duckdb")["results"] == []
+
+
+def test_network_detectors_and_service_options_are_refused(tmp_path):
+    """No Ray needed: refused before anything is written."""
+    ds = read_manifest(make_set(tmp_path, 3))
+    with ScoreStore(tmp_path / "s.duckdb") as store:
+        with pytest.raises(InputError, match=r"runs local detectors \(kind 'cpu'\); hash calls"):
+            score_on_ray(ds, fd.Hash(), store, RunOptions(**QUIET))
+        with pytest.raises(InputError, match="--rate-limit is not supported with --engine ray"):
+            score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(rate_limit=5, **QUIET))
+        assert store.runs().empty
+
+
+def test_without_ray_the_command_says_how_to_install_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from calibrate.cli import app
+
+    manifest = make_set(tmp_path, 3)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without it sees
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    res = CliRunner().invoke(app, [
+        "score", "--dataset", str(manifest), "--detector", "surface-defect",
+        "--store", str(tmp_path / "s.duckdb"), "--engine", "ray", "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == f"error: {INSTALL_HINT} (Ray is not installed here)."
+    assert not (tmp_path / "s.duckdb").exists()
+    res = CliRunner().invoke(app, [
+        "score", "--dataset", str(manifest), "--detector", "surface-defect",
+        "--store", str(tmp_path / "s.duckdb"), "--engine", "spark", "--no-progress"])
+    assert res.exit_code == 2 and "unknown engine 'spark'; choose one of local, ray" in res.stderr
