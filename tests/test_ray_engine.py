@@ -189,3 +189,90 @@ def test_without_ray_the_command_says_how_to_install_it(tmp_path, monkeypatch):
         "score", "--dataset", str(manifest), "--detector", "surface-defect",
         "--store", str(tmp_path / "s.duckdb"), "--engine", "spark", "--no-progress"])
     assert res.exit_code == 2 and "unknown engine 'spark'; choose one of local, ray" in res.stderr
+
+
+# -- a real command, killed and resumed ----------------------------------------------------
+
+#: Ray's per-node agents: once their raylet is killed they report it to the (killed) GCS
+#: and give up after about a minute, on their own.
+_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _cli(args: list[str], ray_address: str | None):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
+    return _run_cli(args, env=env)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+    except OSError:
+        return ""
+
+
+def _calls(tally: Path) -> list[str]:
+    return tally.read_text().split() if tally.exists() else []
+
+
+def _stored(store_path: Path) -> list[str]:
+    con = duckdb.connect(str(store_path), read_only=True)
+    try:
+        return [r[0] for r in con.execute("SELECT image_id FROM run_image_rows").fetchall()]
+    finally:
+        con.close()
+
+
+def test_a_killed_command_resumes_and_records_no_image_twice(tmp_path, ray_address):
+    """kill -9 of a command running its own Ray instance, then a resumed command on a
+    Ray "cluster" (RAY_ADDRESS) stopped with SIGTERM, then one that finishes: every
+    image stored once, none called again once stored, the store as an uninterrupted
+    run leaves it."""
+    n = 240
+    manifest = make_set(tmp_path, n)
+    store_path, tally = tmp_path / "s.duckdb", tmp_path / "tally.txt"
+    args = ["score", "--dataset", str(manifest), "--detector", "tests.fake_detectors:cpu_slow",
+            "--store", str(store_path), "--option", "latency=0.05", "--option", f"tally={tally}",
+            "--engine", "ray", "--batch-size", "4", "--concurrency", "2", "--no-progress"]
+    proc = _cli(args, None)
+    ray_processes: list[tuple[int, float]] = []
+    try:
+        _wait_for_calls(tally, 40, proc, limit=120)
+        ray_processes = descendants(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        left = survivors(ray_processes)
+        assert [p for p in left if not _cmdline(p).startswith(_AGENTS)] == []
+    finally:
+        kill_all(ray_processes)
+        proc.kill()
+    first = _stored(store_path)
+    assert 0 < len(first) < n and len(set(first)) == len(first)
+    called = len(_calls(tally))
+
+    proc = _cli(args, ray_address)  # resumes, on the module's instance as on a cluster
+    _wait_for_calls(tally, called + 40, proc, limit=120)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "run the same command to resume" in err
+    second = _stored(store_path)
+    assert len(first) < len(second) < n and set(first) <= set(second)
+    assert not set(_calls(tally)[called:]) & set(first)  # nothing stored was called again
+    called = len(_calls(tally))
+    with ScoreStore(store_path) as store:
+        (run,) = store.runs().itertuples()
+        assert run.status == "interrupted"
+
+    proc = _cli(args, ray_address)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"{len(second)} already done" in out
+    assert not set(_calls(tally)[called:]) & set(second)
+    final = _stored(store_path)
+    assert sorted(final) == sorted(set(final)) and len(final) == n
+    with ScoreStore(tmp_path / "whole.duckdb") as store:
+        score_dataset(read_manifest(manifest), fd.cpu_slow(latency=0), store,
+                      RunOptions(concurrency=1, progress=False))
+    assert _rows(store_path) == _rows(tmp_path / "whole.duckdb")
