@@ -33,9 +33,13 @@ from tests.test_runner import _run_cli, _wait_for_calls, make_set
 from tests.test_runner_processes import descendants, kill_all, survivors
 
 pytestmark = [pytest.mark.ray,
-              pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
+              pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
+              # Ray Data reads its own deprecated settings when it copies its context
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")]
 
 QUIET = dict(progress=False, backoff=0.001)
+#: Where one actor will do: each actor is a process to start (about a second each).
+ONE_ACTOR = RayOptions(batch_size=4, actors=1)
 
 
 def _require_ray() -> None:
@@ -138,7 +142,8 @@ def test_retries_follow_the_local_rules(tmp_path, ray_address):
 def test_the_call_budget_stops_a_resumable_run(tmp_path, ray_address):
     ds = read_manifest(make_set(tmp_path, 30))
     with ScoreStore(tmp_path / "s.duckdb") as store:
-        summary = score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(max_calls=10, **QUIET))
+        summary = score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(max_calls=10, **QUIET),
+                               ONE_ACTOR)
         assert (summary.status, summary.calls, summary.scored) == ("call_budget", 10, 10)
         (run,) = store.runs().itertuples()
         assert run.n_scored == 10
@@ -153,7 +158,7 @@ def test_a_fatal_error_stops_the_run_and_records_no_score(tmp_path, ray_address,
     ds = read_manifest(make_set(tmp_path, 12))
     with ScoreStore(tmp_path / "s.duckdb") as store:
         with pytest.raises(FatalDetectorError, match=reason) as info:
-            score_on_ray(ds, _cpu(detector), store, RunOptions(**QUIET))
+            score_on_ray(ds, _cpu(detector), store, RunOptions(**QUIET), ONE_ACTOR)
         assert "run the same command again to resume" in str(info.value)
         (run,) = store.runs().itertuples()
         assert run.status == "failed" and run.n_scored == 0
