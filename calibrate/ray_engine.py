@@ -78,7 +78,8 @@ class RayOptions:
     Parameters
     ----------
     address : str, optional
-        A Ray cluster to connect to (``ray://head:10001`` or ``auto``). Default: the
+        A Ray cluster to connect to (``HEAD:6379``, or ``auto`` on a node of it; see
+        docs/ray.md). Default: the
         ``RAY_ADDRESS`` environment variable, else a Ray instance this call starts on
         this machine and shuts down again when it returns. When Ray is already
         initialised in this process, that instance is used and left running.
