@@ -176,6 +176,16 @@ def test_network_detectors_and_service_options_are_refused(tmp_path):
         assert store.runs().empty
 
 
+def test_no_ray_skips_on_a_developer_machine_but_fails_under_ci(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"pip install 'calibrate\[ray\]'"):
+        _require_ray()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the Ray engine tests"):
+        _require_ray()
+
+
 def test_without_ray_the_command_says_how_to_install_it(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
