@@ -40,6 +40,7 @@ import os
 import pickle
 import random
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -157,7 +158,9 @@ def connect(options: RayOptions | None = None, *, num_cpus: int | None = None) -
     kwargs: dict[str, Any] = dict(
         log_to_driver=False, logging_level=logging.ERROR, runtime_env=opts.runtime_env
     )
-    if address is None:
+    if address is not None:
+        _probe(address)
+    else:
         # A private instance: loopback only, no dashboard, a bounded object store.
         kwargs.update(
             num_cpus=num_cpus or _cpu_count(), include_dashboard=False,
@@ -172,13 +175,28 @@ def connect(options: RayOptions | None = None, *, num_cpus: int | None = None) -
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
         raise InputError(f"cannot start or reach {where}: {_first_line(exc)}") from None
     finally:
-        if threading.current_thread() is threading.main_thread():
+        if previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
     _quiet(ray)
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail at once when a ``HOST:PORT`` address does not answer: ``ray.init`` would
+    retry for minutes, printing a warning every few seconds."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # "auto", or a ray:// client address: Ray's own checks are quick there
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); is its head "
+            "node running (ray start --head) and is the address HEAD:6379?"
+        ) from None
 
 
 def _quiet(ray) -> None:
@@ -280,7 +298,12 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     """
     opts, ropts = options or RunOptions(), ray_options or RayOptions()
     _check_runnable(detector, opts)
-    require_ray()  # before the run is opened: a missing extra changes nothing in the store
+    # Before the run is opened: a missing extra or an unreachable cluster changes
+    # nothing in the store.
+    ray = require_ray()
+    address = ropts.address or os.environ.get("RAY_ADDRESS")
+    if address and not ray.is_initialized():
+        _probe(address)
     t0 = time.monotonic()
     with stop_on_sigterm():
         start = _open_run(dataset, detector, store, opts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -173,6 +174,27 @@ def test_network_detectors_and_service_options_are_refused(tmp_path):
             score_on_ray(ds, fd.Hash(), store, RunOptions(**QUIET))
         with pytest.raises(InputError, match="--rate-limit is not supported with --engine ray"):
             score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(rate_limit=5, **QUIET))
+        assert store.runs().empty
+
+
+def test_an_unreachable_cluster_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    """Ray itself retries for minutes; the address is tried first."""
+    from typer.testing import CliRunner
+
+    from calibrate.cli import app
+
+    _require_ray()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    res = CliRunner().invoke(app, [
+        "score", "--dataset", str(make_set(tmp_path, 3)), "--detector", "surface-defect",
+        "--store", str(tmp_path / "s.duckdb"), "--engine", "ray", "--no-progress"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port} (")
+    assert len(res.stderr.strip().splitlines()) == 1
+    with ScoreStore(tmp_path / "s.duckdb") as store:
         assert store.runs().empty
 
 
