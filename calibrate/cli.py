@@ -611,7 +611,8 @@ def score(
                            "missing, but not by --dry-run).")
     ] = Path("calibrate.duckdb"),
     concurrency: Annotated[
-        Optional[int], typer.Option(help="Calls in flight (default: 8 for network, CPUs for local).")
+        Optional[int], typer.Option(help="Calls in flight (default: 8 for network, CPUs for "
+                                    "local); with --engine ray, actors (default: cluster CPUs).")
     ] = None,
     rate_limit: Annotated[
         Optional[float], typer.Option(help="Most calls per second, retries included.")

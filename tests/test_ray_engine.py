@@ -273,10 +273,10 @@ def test_a_killed_command_resumes_and_records_no_image_twice(tmp_path, ray_addre
     try:
         _wait_for_calls(tally, 40, proc, limit=120)
         ray_processes = descendants(proc.pid)
+        agents = {pid for pid, _ in ray_processes if _cmdline(pid).startswith(_AGENTS)}
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        left = survivors(ray_processes)
-        assert [p for p in left if not _cmdline(p).startswith(_AGENTS)] == []
+        assert survivors([p for p in ray_processes if p[0] not in agents]) == []
     finally:
         kill_all(ray_processes)
         proc.kill()
