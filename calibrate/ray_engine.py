@@ -96,6 +96,10 @@ class RayOptions:
     runtime_env : dict, optional
         Passed to ``ray.init`` (e.g. ``{"pip": ["calibrate[onnx]"]}``) when this call
         starts or connects to Ray.
+    window : int, default 50000
+        Most images in one Ray Dataset: a larger set is scored in several in turn, so
+        the driver never holds every image pickled at once (each Dataset starts its
+        actors again: seconds, against minutes of scoring).
     """
 
     address: str | None = None
@@ -103,12 +107,15 @@ class RayOptions:
     actors: int | None = None
     cpus_per_actor: float = 1.0
     runtime_env: dict[str, Any] | None = None
+    window: int = 50_000
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}.")
         if self.actors is not None and self.actors < 1:
             raise InputError(f"actors must be at least 1, got {self.actors}.")
+        if self.window < 1:
+            raise InputError(f"window must be at least 1, got {self.window}.")
         if not self.cpus_per_actor > 0:
             raise InputError(f"cpus_per_actor must be positive, got {self.cpus_per_actor}.")
 
@@ -387,9 +394,9 @@ class _Pending:
 
 class _Passes:
     """Scores images in Ray Data passes, settling each answer by the local scheduler's
-    rules (:class:`calibrate.scheduler.Scheduler`): one pass over every image left, then
-    one over the images to retry, until none is left, the budget is spent or the run
-    has to stop.
+    rules (:class:`calibrate.scheduler.Scheduler`): one pass over the images left (at
+    most ``window`` of them), then one over the images to retry and the next ones, until
+    none is left, the budget is spent or the run has to stop.
 
     It stands in for the runner's pool, so the runner's ``_finish`` closes it.
     """
@@ -413,9 +420,10 @@ class _Passes:
         actors = self.ropts.actors or self.opts.concurrency or _cluster_actors(ray, self.ropts)
         pending = [_Pending(image) for image in todo]
         while pending and self.fatal is None:
-            room = len(pending) if self.opts.max_calls is None else max(
-                0, self.opts.max_calls - self.tally.calls)
-            if room == 0:
+            room = min(len(pending), self.ropts.window)
+            if self.opts.max_calls is not None:
+                room = min(room, self.opts.max_calls - self.tally.calls)
+            if room <= 0:
                 break
             now, ready = time.monotonic(), max(p.ready_at for p in pending[:room])
             if ready > now:

@@ -96,17 +96,27 @@ def _both_engines(tmp_path: Path, ds, make_detector, opts: RunOptions,
 
 
 def test_ray_stores_exactly_what_the_local_engine_stores(tmp_path, ray_address):
+    """In Datasets of 24 images, stopped by a call budget and resumed, the run holds
+    what one local run holds."""
     ds = read_manifest(make_parts(tmp_path / "parts", n_parts=48, seed=3))
-    local, on_ray = _both_engines(tmp_path, ds, lambda: SurfaceDefectDetector("v2"),
-                                  RunOptions(concurrency=2, **QUIET))
-    assert on_ray.status == local.status == "finished"
-    assert on_ray.scored == local.scored == 48 and on_ray.calls == 48
+    with ScoreStore(tmp_path / "local.duckdb") as store:
+        local = score_dataset(ds, SurfaceDefectDetector("v2"), store,
+                              RunOptions(concurrency=2, **QUIET))
+    windowed = RayOptions(batch_size=4, window=24)
+    with ScoreStore(tmp_path / "ray.duckdb") as store:
+        budget = score_on_ray(ds, SurfaceDefectDetector("v2"), store,
+                              RunOptions(concurrency=2, max_calls=30, **QUIET), windowed)
+        assert (budget.status, budget.calls, budget.scored) == ("call_budget", 30, 30)
+        rest = score_on_ray(ds, SurfaceDefectDetector("v2"), store,
+                            RunOptions(concurrency=2, **QUIET), windowed)
+        assert (rest.status, rest.already_done, rest.calls) == ("finished", 30, 18)
+        assert rest.run_id == budget.run_id and len(store.runs()) == 1
+        again = score_on_ray(ds, SurfaceDefectDetector("v2"), store, RunOptions(**QUIET))
+        assert again.status == "skipped" and again.calls == 0  # nothing left: no Ray call
+    assert local.scored == 48
     expected = _rows(tmp_path / "local.duckdb")
     assert len(expected["results"]) >= 4 * 48  # every label on every image, boxes too
     assert _rows(tmp_path / "ray.duckdb") == expected
-    with ScoreStore(tmp_path / "ray.duckdb") as store:  # a second call has nothing to do
-        again = score_on_ray(ds, SurfaceDefectDetector("v2"), store, RunOptions(**QUIET))
-    assert again.status == "skipped" and again.calls == 0
 
 
 def test_failed_calls_are_recorded_as_failures_never_as_scores(tmp_path, ray_address):
@@ -138,16 +148,6 @@ def test_retries_follow_the_local_rules(tmp_path, ray_address):
     assert {r[2] for r in rows["images"]} == {2}
     assert rows["failures"] == [(i, "retryable", "gave up after 2 attempts: busy", 2)
                                 for i in ("p0001", "p0011")]
-
-
-def test_the_call_budget_stops_a_resumable_run(tmp_path, ray_address):
-    ds = read_manifest(make_set(tmp_path, 30))
-    with ScoreStore(tmp_path / "s.duckdb") as store:
-        summary = score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(max_calls=10, **QUIET),
-                               ONE_ACTOR)
-        assert (summary.status, summary.calls, summary.scored) == ("call_budget", 10, 10)
-        (run,) = store.runs().itertuples()
-        assert run.n_scored == 10
 
 
 @pytest.mark.parametrize("detector, reason", [
