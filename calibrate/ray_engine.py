@@ -312,7 +312,7 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     if address and not ray.is_initialized():
         _probe(address)
     t0 = time.monotonic()
-    with stop_on_sigterm():
+    with _without_rays_sigterm_handler(), stop_on_sigterm():
         start = _open_run(dataset, detector, store, opts)
         if not start.todo:
             return _close_without_calls(start, store, t0)
@@ -325,6 +325,27 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
             "and run the same command again to resume."
         )
     return start.summary
+
+
+@contextlib.contextmanager
+def _without_rays_sigterm_handler() -> Iterator[None]:
+    """Let :func:`~calibrate.runner.stop_on_sigterm` handle SIGTERM during the run even
+    when Ray was initialised before it.
+
+    ``ray.init`` installs a handler that calls ``sys.exit``: a run stopped by SIGTERM
+    would be marked failed instead of interrupted. Ray's handler is set aside for the
+    run and put back after it; a handler of the application's own is left alone.
+    """
+    on_main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if on_main else None
+    rays = callable(handler) and getattr(handler, "__module__", "").startswith("ray.")
+    if rays:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if rays:
+            signal.signal(signal.SIGTERM, handler)
 
 
 def _check_runnable(detector: Detector, opts: RunOptions) -> None:
