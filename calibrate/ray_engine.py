@@ -228,12 +228,13 @@ class _ScoreActor:
     Each output row is one call's outcome, as the local pool's workers report it
     (:func:`calibrate.runner._attempt`): ``outcome`` and the pickled ``payload``. A
     detector that cannot be built on the worker (a model file missing there) answers
-    every image with ``"fatal"``, so the run stops with the reason instead of Ray
-    restarting the actor for ever.
+    every image with ``"fatal"``, so the run stops with the reason in one line rather
+    than with Ray's report of a failed actor constructor.
     """
 
     def __init__(self, detector_blob: bytes):
-        # Ctrl-C and SIGTERM are the driver's business, as in the process pool.
+        # Ctrl-C is the driver's business, as in the process pool: a terminal sends it to
+        # the whole process group, and an actor dying of it would fail its batch.
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.detector: Detector | None = None
@@ -305,6 +306,7 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     """
     opts, ropts = options or RunOptions(), ray_options or RayOptions()
     _check_runnable(detector, opts)
+    _pickled(detector)  # an unpicklable detector is refused before the run is opened
     # Before the run is opened: a missing extra or an unreachable cluster changes
     # nothing in the store.
     ray = require_ray()
@@ -399,7 +401,8 @@ def _run(start: _Start, detector: Detector, store, opts: RunOptions, ropts: RayO
 
 def _local_cpus(opts: RunOptions, ropts: RayOptions) -> int:
     """CPUs of a local instance: the machine's, or more if more actors were asked for
-    (Ray would otherwise wait for ever for CPUs to place them)."""
+    (Ray places only as many actors as it has CPUs for; the local pool, too, starts
+    every worker asked for)."""
     actors = ropts.actors or opts.concurrency or 0
     return max(_cpu_count(), int(actors * ropts.cpus_per_actor + 0.999))
 

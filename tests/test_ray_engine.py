@@ -169,6 +169,11 @@ def test_network_detectors_and_service_options_are_refused(tmp_path):
             score_on_ray(ds, fd.Hash(), store, RunOptions(**QUIET))
         with pytest.raises(InputError, match="--rate-limit is not supported with --engine ray"):
             score_on_ray(ds, _cpu(fd.Hash()), store, RunOptions(rate_limit=5, **QUIET))
+        unpicklable = _cpu(fd.Hash())
+        unpicklable.hook = lambda image: image  # a lambda cannot travel to a worker
+        with pytest.raises(InputError, match="hash cannot be sent to Ray workers: it cannot "
+                                             "be pickled"):
+            score_on_ray(ds, unpicklable, store, RunOptions(**QUIET))
         assert store.runs().empty
 
 
