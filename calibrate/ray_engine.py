@@ -207,11 +207,13 @@ def _probe(address: str, timeout: float = 5.0) -> None:
 
 
 def _quiet(ray) -> None:
-    """The runner draws its own progress; Ray Data's bars and banners would interleave."""
+    """The runner draws its own progress; Ray Data's bars and banners would interleave.
+    Its error reports (a stack trace per failure) stay in Ray's log files: the run
+    stops with the reason in one line."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -462,16 +464,11 @@ class _Passes:
               bar: _ProgressBar) -> None:
         rows = [{"i": k, "image": pickle.dumps(p.image, protocol=pickle.HIGHEST_PROTOCOL)}
                 for k, p in enumerate(items)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # ray_remote_args spelling
-            answers = ray.data.from_items(rows).map_batches(
-                _ScoreActor, fn_constructor_args=(self.blob,), batch_size=self.ropts.batch_size,
-                batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
-                num_cpus=self.ropts.cpus_per_actor,
-                # A worker that dies (a crash in a model runtime) stops the run with
-                # the reason; restarting it would only meet the same image again.
-                max_restarts=0,
-            )
+        answers = _map_batches(ray, ray.data.from_items(rows), dict(
+            fn_constructor_args=(self.blob,), batch_size=self.ropts.batch_size,
+            batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=self.ropts.cpus_per_actor,
+        ))
         self._iterator = iter(answers.iter_batches(batch_size=None, batch_format="pyarrow"))
         try:
             while self.fatal is None:
@@ -552,6 +549,25 @@ class _Passes:
         close = getattr(iterator, "close", None)
         if callable(close):
             close()
+
+
+def _map_batches(ray, dataset, kwargs: dict[str, Any]):
+    """``dataset.map_batches(_ScoreActor, **kwargs)`` with actors that are not restarted.
+
+    Ray Data restarts a dead actor and retries its batch without end by default, so a
+    model runtime that crashes on one image would loop for ever; with no restart the run
+    stops with the reason. ``max_restarts=0`` is the switch Ray Data's own source names;
+    Ray 2.60 warns that such extra arguments go in 2.64, so without them the defaults
+    are taken rather than refusing to run.
+    """
+    from ray.util.annotations import RayDeprecationWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RayDeprecationWarning)
+            return dataset.map_batches(_ScoreActor, max_restarts=0, **kwargs)
+    except TypeError:  # a Ray that no longer takes extra actor options
+        return dataset.map_batches(_ScoreActor, **kwargs)
 
 
 def _cluster_actors(ray, ropts: RayOptions) -> int:
