@@ -496,7 +496,8 @@ class _Passes:
             self.tally.calls += 1
             if self._settle(item, outcome, pickle.loads(payload), scored, failed):
                 bar.advance()
-        writer.put(scored, failed)  # committed as it arrives
+        if scored or failed:
+            writer.put(scored, failed)  # committed as it arrives
         bar.update(self.tally)
 
     def _settle(self, item: _Pending, outcome: str, payload: Any, scored: list,
