@@ -111,6 +111,27 @@ def test_ray_stores_exactly_what_the_local_engine_stores(tmp_path, ray_address):
     assert again.status == "skipped" and again.calls == 0
 
 
+def test_an_onnx_model_file_scores_on_ray_as_it_does_locally(tmp_path, ray_address):
+    """The model travels as its options and hash; each actor loads the file itself."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import numpy as np
+
+    from calibrate.detectors.onnx_model import OnnxDetector
+    from tests.model_builders import onnx_pooled_classifier
+
+    rng = np.random.default_rng(11)
+    model = onnx_pooled_classifier(tmp_path / "m.onnx", rng.normal(size=(3, 4)),
+                                   rng.normal(size=4), activation="Softmax")
+    (tmp_path / "labels.txt").write_text("scratch\ndent\nspot\ncrack\n")
+    ds = read_manifest(make_parts(tmp_path / "parts", n_parts=24, seed=5))
+    local, on_ray = _both_engines(
+        tmp_path, ds, lambda: OnnxDetector(model=model, labels=tmp_path / "labels.txt"),
+        RunOptions(concurrency=2, **QUIET))
+    assert on_ray.scored == local.scored == 24
+    assert _rows(tmp_path / "ray.duckdb") == _rows(tmp_path / "local.duckdb")
+
+
 def test_failed_calls_are_recorded_as_failures_never_as_scores(tmp_path, ray_address):
     """Ids ending in 3 are unreadable (kind 'image'), in 7 a bug (kind 'error')."""
     ds = read_manifest(make_set(tmp_path, 30, bad=1))
