@@ -260,6 +260,15 @@ def _cli(args: list[str], ray_address: str | None):
 
 
 def _cmdline(pid: int) -> str:
+    """A process's command line ("ray::DashboardAgent" for Ray's agents)."""
+    try:
+        import psutil
+
+        return " ".join(psutil.Process(pid).cmdline())
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - gone, or not ours to read
+        return ""
     try:
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
     except OSError:
