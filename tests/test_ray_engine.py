@@ -341,3 +341,25 @@ def test_a_killed_command_resumes_and_records_no_image_twice(tmp_path, ray_addre
         score_dataset(read_manifest(manifest), fd.cpu_slow(latency=0), store,
                       RunOptions(concurrency=1, progress=False))
     assert _rows(store_path) == _rows(tmp_path / "whole.duckdb")
+
+
+# -- study files -----------------------------------------------------------------------------
+
+
+def test_a_study_file_chooses_the_engine_in_its_run_table(tmp_path):
+    """No Ray needed: the keys are read and checked when the study is loaded."""
+    from calibrate.study import StudyError, load_study
+    from tests.test_study import make_dataset, write_study
+
+    make_dataset(tmp_path / "data")
+    study = load_study(write_study(tmp_path, run_extra='engine = "ray"\nbatch_size = 8\n'
+                                                      'ray_address = "10.0.0.5:6379"'))
+    assert (study.engine, study.ray) == ("ray", RayOptions(address="10.0.0.5:6379",
+                                                           batch_size=8))
+    assert study.run == {"concurrency": 2}  # the RunOptions fields only
+    assert load_study(write_study(tmp_path)).engine == "local"
+    with pytest.raises(StudyError, match=r"study\.toml:14: \[run\], key \"engine\": must be one of "
+                                         r"local, ray, got 'spark'"):
+        load_study(write_study(tmp_path, run_extra='engine = "spark"'))
+    with pytest.raises(StudyError, match='batch_size need engine = "ray"'):
+        load_study(write_study(tmp_path, run_extra="batch_size = 8"))
