@@ -611,7 +611,8 @@ def score(
                            "missing, but not by --dry-run).")
     ] = Path("calibrate.duckdb"),
     concurrency: Annotated[
-        Optional[int], typer.Option(help="Calls in flight (default: 8 for network, CPUs for local).")
+        Optional[int], typer.Option(help="Calls in flight (default: 8 for network, CPUs for "
+                                    "local); with --engine ray, actors (default: cluster CPUs).")
     ] = None,
     rate_limit: Annotated[
         Optional[float], typer.Option(help="Most calls per second, retries included.")
@@ -639,6 +640,11 @@ def score(
         Optional[Path],
         typer.Option(help="Your own price table (TOML) for cloud cost estimates."),
     ] = None,
+    engine: Annotated[str, typer.Option(help="local: this machine's pool; ray: Ray Data actors "
+                                        "(local detectors; docs/ray.md).")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster for --engine ray (default: RAY_ADDRESS, else start one here).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per Ray Data batch and commit.")] = 16,
 ) -> None:
     """Run a detector over a labeled image set and keep every score in the store.
 
@@ -647,11 +653,13 @@ def score(
     recorded as failures with their reason, never as scores. Ctrl-C and SIGTERM commit
     what finished and mark the run interrupted; the exit status is then 130 (Ctrl-C) or
     143 (SIGTERM, 128 + 15, as a process killed by it reports). --dry-run writes nothing,
-    not even a new store file.
+    not even a new store file. --engine ray runs a local detector in Ray Data actors, here
+    or on a Ray cluster, with the same store records and resume (docs/ray.md).
     """
     from calibrate import workflow
     from calibrate.manifest import read_manifest
     from calibrate.pricing import estimate_cost
+    from calibrate.ray_engine import RayOptions
     from calibrate.runner import RunOptions, Terminated, plan_run, stop_on_sigterm
     from calibrate.store import ScoreStore
 
@@ -685,7 +693,8 @@ def score(
             outcome = workflow.score(
                 dataset, detector, store, model_version=model_version,
                 options=_parse_options(option), run_options=opts,
-                price_file=price_file, on_plan=show_plan,
+                price_file=price_file, on_plan=show_plan, engine=engine,
+                ray_options=RayOptions(address=ray_address, batch_size=batch_size),
             )
     except KeyboardInterrupt as exc:
         err.print("interrupted: everything finished so far is stored; run the same command to resume.")

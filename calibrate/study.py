@@ -22,6 +22,8 @@ Example (paths are relative to the study file's folder)::
 
     [run]                                # optional: how to call detectors
     concurrency = 4                      # (fields of calibrate.runner.RunOptions)
+    engine = "local"                     # or "ray" (with ray_address, batch_size:
+                                         # docs/ray.md)
 
     [defaults]                           # same keys as a policy file
     action = "reject"
@@ -60,6 +62,8 @@ from calibrate.manifest import read_manifest
 from calibrate.parts import part_decisions_from_store, part_policy
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.report.html import build_report
+from calibrate import ray_engine
+from calibrate.ray_engine import RayOptions
 from calibrate.runner import RunOptions, score_dataset
 from calibrate.store import ScoreStore
 from calibrate.thresholds import LabelThreshold, choose_thresholds_from_store
@@ -72,7 +76,7 @@ from calibrate.tomlfile import (  # noqa: F401 - key_lines: kept importable from
     key_name,
     load_toml,
 )
-from calibrate.workflow import open_detector
+from calibrate.workflow import ENGINES, open_detector
 
 __all__ = [
     "EXPORT_TARGETS",
@@ -95,6 +99,8 @@ _DETECTOR_KEYS = ("detector", "model_version", "options")
 # property of the terminal, not of the study.
 _RUN_KEYS = ("concurrency", "rate_limit", "max_attempts", "backoff", "backoff_max", "timeout",
              "max_calls", "flush_every", "flush_batch", "give_up_after")
+# Where the calls run (calibrate.workflow.score's engine and ray_options).
+_ENGINE_KEYS = ("engine", "ray_address", "batch_size")
 _THRESHOLD_SUFFIXES = (".json", ".yaml", ".yml", ".toml")
 
 
@@ -185,6 +191,10 @@ class Study:
     report_dir : Path
     run : dict
         :class:`calibrate.runner.RunOptions` fields from the ``[run]`` table.
+    engine : str
+        ``"local"`` (default) or ``"ray"``: the ``[run]`` table's ``engine``.
+    ray : calibrate.ray_engine.RayOptions or None
+        From ``ray_address`` and ``batch_size``, for ``engine = "ray"``.
     """
 
     path: Path
@@ -198,6 +208,8 @@ class Study:
     store: Path = Path("calibrate.duckdb")
     report_dir: Path = Path("reports")
     run: dict[str, Any] = field(default_factory=dict)
+    engine: str = "local"
+    ray: RayOptions | None = None
     _locator: KeyLocator | None = field(default=None, repr=False, compare=False)
 
     def error(self, key_path: tuple, message: str) -> StudyError:
@@ -288,7 +300,7 @@ def load_study(path) -> Study:
         held_out=r.string(("held_out",), data["held_out"]) if "held_out" in data else None,
         store=r.rel(r.string(("store",), data.get("store", "calibrate.duckdb"))),
         report_dir=r.rel(r.string(("report",), data.get("report", f"reports/{name}"))),
-        run=_read_run(r, data), _locator=loc,
+        run=_read_run(r, data), _locator=loc, **_read_engine(r, data),
     )
 
 
@@ -328,7 +340,9 @@ def _read_detectors(r: _Reader, data: dict) -> tuple[DetectorSpec, ...]:
 
 def _read_run(r: _Reader, data: dict) -> dict[str, Any]:
     run = dict(r.table(("run",), data.get("run", {})))
-    r.unknown(("run",), run, _RUN_KEYS, "[run]")
+    r.unknown(("run",), run, _RUN_KEYS + _ENGINE_KEYS, "[run]")
+    for k in _ENGINE_KEYS:
+        run.pop(k, None)  # read by _read_engine
     for k, v in run.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise r.err(("run", k), f"must be a number, got {_type_name(v)} {v!r}.")
@@ -339,6 +353,25 @@ def _read_run(r: _Reader, data: dict) -> dict[str, Any]:
             bad = next((k for k in run if str(exc).startswith(k)), None)
             raise r.err(("run", bad) if bad else ("run",), str(exc)) from None
     return run
+
+
+def _read_engine(r: _Reader, data: dict) -> dict[str, Any]:
+    """``engine`` and ``ray`` of :class:`Study` from the ``[run]`` table."""
+    run = data.get("run", {})
+    engine = r.string(("run", "engine"), run["engine"]) if "engine" in run else "local"
+    if engine not in ENGINES:
+        raise r.err(("run", "engine"), f"must be one of {', '.join(ENGINES)}, got {engine!r}.")
+    address = run.get("ray_address")
+    if address is not None:
+        address = r.string(("run", "ray_address"), address)
+    batch = run.get("batch_size", 16)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise r.err(("run", "batch_size"), f"must be a whole number of images, at least 1, "
+                    f"got {batch!r}.")
+    if engine == "local" and ({"ray_address", "batch_size"} & set(run)):
+        raise r.err(("run",), 'ray_address and batch_size need engine = "ray".')
+    ray = RayOptions(address=address, batch_size=batch) if engine == "ray" else None
+    return {"engine": engine, "ray": ray}
 
 
 def _read_exports(r: _Reader, data: dict) -> tuple[ExportSpec, ...]:
@@ -560,7 +593,10 @@ def _score_all(study: Study, labeled, store, opts: RunOptions, result: StudyResu
     keys: list[tuple[str, str]] = []
     for spec in study.detectors:
         with open_detector(spec.detector, spec.model_version, spec.options) as det:
-            summary = score_dataset(labeled, det, store, opts)
+            if study.engine == "ray":
+                summary = ray_engine.score_dataset(labeled, det, store, opts, study.ray)
+            else:
+                summary = score_dataset(labeled, det, store, opts)
         result.runs.append(summary)
         keys.append((det.name, det.model_version))
         if summary.status == "call_budget":

@@ -22,6 +22,8 @@ from calibrate.manifest import read_manifest, read_scores_table
 from calibrate.parts import PartDecision, part_decisions_from_store, part_policy, parts_skipped
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.pricing import estimate_cost
+from calibrate import ray_engine
+from calibrate.ray_engine import RayOptions
 from calibrate.runner import RunOptions, plan_run, score_dataset
 from calibrate.store import ScoreStore
 from calibrate.store.selection import incomplete_message, overlap_message
@@ -30,6 +32,7 @@ from calibrate.thresholds import LabelThreshold, choose_thresholds, choose_thres
 from calibrate.thresholds_file import thresholds_file_from_results, write_thresholds_file
 
 __all__ = [
+    "ENGINES",
     "ScoreOutcome",
     "ThresholdsOutcome",
     "check_filters",
@@ -114,6 +117,10 @@ def policies_from(path=None, overrides: dict[str, Any] | None = None, *,
 # ---------------------------------------------------------------------------------------
 
 
+#: Where :func:`score` runs the detector calls.
+ENGINES = ("local", "ray")
+
+
 @dataclass
 class ScoreOutcome:
     """What :func:`score` did.
@@ -140,7 +147,8 @@ class ScoreOutcome:
 
 def score(dataset, detector: str, store, *, model_version: str | None = None,
           options: dict[str, Any] | None = None, run_options: RunOptions | None = None,
-          dry_run: bool = False, price_file=None, on_plan=None) -> ScoreOutcome:
+          dry_run: bool = False, price_file=None, on_plan=None, engine: str = "local",
+          ray_options: RayOptions | None = None) -> ScoreOutcome:
     """Run a detector over a labeled image set into a store (resumably).
 
     Parameters
@@ -162,11 +170,21 @@ def score(dataset, detector: str, store, *, model_version: str | None = None,
     on_plan : callable, optional
         Called with the :class:`ScoreOutcome` once the plan and price are known and
         before any call is made (so a CLI can show the price of what follows).
+    engine : {"local", "ray"}, default "local"
+        ``"local"``: this machine's thread or process pool
+        (:func:`calibrate.runner.score_dataset`); ``"ray"``: Ray Data actors, here or
+        on a cluster (:func:`calibrate.ray_engine.score_dataset`, local detectors only).
+    ray_options : calibrate.ray_engine.RayOptions, optional
+        Where and how to use Ray, for ``engine="ray"``.
 
     Returns
     -------
     ScoreOutcome
     """
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+    if engine == "ray" and not dry_run:
+        ray_engine.require_ray()  # before a store file is created for nothing
     labeled = read_manifest(dataset)
     opts = run_options or RunOptions()
     with open_detector(detector, model_version, options) as det, ScoreStore(store) as st:
@@ -176,7 +194,9 @@ def score(dataset, detector: str, store, *, model_version: str | None = None,
             out.estimate = estimate_cost(det, plan.to_score, price_file)
         if on_plan is not None:
             on_plan(out)
-        if not dry_run:
+        if not dry_run and engine == "ray":
+            out.summary = ray_engine.score_dataset(labeled, det, st, opts, ray_options)
+        elif not dry_run:
             out.summary = score_dataset(labeled, det, st, opts)
     return out
 

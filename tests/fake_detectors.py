@@ -29,6 +29,13 @@ class Hash:
         self.calls = 0
         self._lock = threading.Lock()
 
+    def __getstate__(self):  # picklable for Ray actors (and spawned pool workers)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def settings(self):
         return {"latency": self.latency, "api_key": "SECRET-DO-NOT-STORE"}
 
@@ -210,3 +217,36 @@ class Leaky(Hash):
 def leaky(model_version: str = "l1", **kw):
     """Plugin factory for the secrets test."""
     return Leaky(model_version=model_version, **kw)
+
+
+class CountedFlaky(Hash):
+    """A local detector that fails with a retryable error the first ``failures`` calls on
+    each image, or ``stubborn`` calls on ids ending in 1, counted in files under
+    ``folder`` so that calls in any process (pool worker, Ray actor) count."""
+
+    name = "countedflaky"
+    kind = "cpu"
+
+    def __init__(self, folder: str, failures: int = 1, stubborn: int = 5, **kw):
+        super().__init__(**kw)
+        self.folder, self.failures, self.stubborn = folder, int(failures), int(stubborn)
+
+    def detect(self, image):
+        with open(f"{self.folder}/{image.image_id}", "a+") as f:
+            f.write("x")
+            f.seek(0)
+            n = len(f.read())
+        if n <= (self.stubborn if image.image_id.endswith("1") else self.failures):
+            raise RetryableError("busy", retry_after=0.001)
+        return super().detect(image)
+
+
+class Unbuildable(Hash):
+    """A local detector whose model cannot be loaded where it is unpickled, as on a Ray
+    worker without the model file."""
+
+    name = "unbuildable"
+    kind = "cpu"
+
+    def __setstate__(self, state):
+        raise FileNotFoundError("no such model file: /models/missing.onnx")

@@ -37,7 +37,7 @@ LAYERS = [
     ["thresholds_file"],
     ["store", "manifest", "scores_table", "coco_results", "samples", "datasets", "pricing"],
     ["detectors"],
-    ["scheduler", "runner"],
+    ["scheduler", "runner", "ray_engine"],
     ["export", "check", "monitor", "report"],
     ["workflow"],
     ["study"],

@@ -158,8 +158,8 @@ def test_secrets_in_settings_are_not_stored(tmp_path):
     assert b"SECRET-DO-NOT-STORE" not in path.read_bytes()
 
 
-def _run_cli(args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _run_cli(args, env=None, **kw):
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "calibrate.cli", *args], env=env, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
