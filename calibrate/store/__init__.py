@@ -169,6 +169,8 @@ __all__ = [
     "ScoreStore",
     "StoreError",
     "VersionData",
+    "is_store_url",
+    "open_store",
     "redact_secrets",
 ]
 
@@ -235,3 +237,49 @@ class ScoreStore(SchemaMixin, ReadsMixin, MatchesMixin, ReuseMixin, ParquetMixin
             self._con.close()
             self._con = None
             raise
+
+
+def is_store_url(location: object) -> bool:
+    """Whether a store location names a PostgreSQL database (``postgresql://`` or
+    ``postgres://``) rather than a DuckDB file."""
+    return isinstance(location, str) and location.lower().startswith(
+        ("postgresql://", "postgres://"))
+
+
+def open_store(location: str | Path = DEFAULT_PATH, *, read_only: bool = False,
+               allow_incomplete: bool = False) -> ScoreStore:
+    """Open the score store at a file path or a PostgreSQL URL.
+
+    Parameters
+    ----------
+    location : str or path-like, default "calibrate.duckdb"
+        A DuckDB file, or ``postgresql://[user[:password]@]host[:port]/database`` (also
+        ``postgres://``) for a store shared by a team. Credentials come from the URL,
+        the ``PG*`` environment variables or ``~/.pgpass``; they are never stored, and
+        messages show the URL with its password redacted.
+    read_only, allow_incomplete : bool, default False
+        As in :class:`ScoreStore`.
+
+    Returns
+    -------
+    ScoreStore
+        A :class:`ScoreStore`, or its PostgreSQL form
+        (:class:`calibrate.store.postgres.PostgresScoreStore`): the same methods.
+
+    Raises
+    ------
+    StoreError
+        If the store cannot be opened; for a URL also when the ``postgresql`` extra
+        (psycopg) is not installed.
+    """
+    if not is_store_url(location):
+        return ScoreStore(location, read_only=read_only, allow_incomplete=allow_incomplete)
+    try:
+        from calibrate.store.postgres import PostgresScoreStore
+    except ImportError as exc:
+        raise StoreError(
+            f"a PostgreSQL store needs the postgresql extra ({exc.name} is missing): "
+            "pip install 'calibrate[postgresql]'."
+        ) from None
+    return PostgresScoreStore(str(location), read_only=read_only,
+                              allow_incomplete=allow_incomplete)

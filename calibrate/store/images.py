@@ -78,6 +78,7 @@ class ImagesMixin(StoreBase):
         with self._lock:
             self._require_writable("add images")
             with self._transaction(f"adding images to dataset {dataset!r}") as con:
+                self._lock_dataset(con, dataset)
                 src = f"_calibrate_images_{uuid.uuid4().hex}"
                 obj_src = f"_calibrate_objects_{uuid.uuid4().hex}"
                 con.register(src, table)

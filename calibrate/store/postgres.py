@@ -1,0 +1,273 @@
+"""The score store on a shared PostgreSQL database, for several writers at once.
+
+:class:`PostgresScoreStore` is a :class:`calibrate.store.ScoreStore`: the same methods,
+semantics and return types, from the same (DuckDB) SQL, translated by
+:mod:`calibrate.store.pg_connection`. What differs is what sharing needs:
+
+* **Several processes write at once.** Registering a dataset's images is serialised per
+  dataset (a transaction advisory lock) and ``images`` keeps at most one current row per
+  id (a unique partial index). A runner on the same (detector, version, dataset) as
+  another one opens the run under a session advisory lock (:meth:`run_lock`), so both
+  find and share one run, and claims each image before calling the detector
+  (:meth:`claim_images`): an image claimed by a live connection is left to it, one
+  claimed by a connection that is gone (a killed process) is taken over. Recording is
+  idempotent per (run, image) (``run_images``' primary key, ``ON CONFLICT DO
+  NOTHING``), and :meth:`finish_run` decides "finished" from what is stored.
+* **The count table where the data lives.** ``label_scores`` (kept by a trigger as
+  results are written) holds each image's highest score per run and label, so the
+  count table is one ``GROUP BY`` over it joined to the selected images.
+* **Nothing is cached across reads**: another process may have written since.
+
+Credentials come from the URL, the ``PG*`` environment variables or ``~/.pgpass``; the
+URL is not kept, only its redacted form (``path``), which is what messages show.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from calibrate.errors import InputError
+from calibrate.store import ScoreStore
+from calibrate.store._base import _utc_now
+from calibrate.store.errors import StoreError
+from calibrate.store.model import _FINISH_STATUSES, VersionData
+from calibrate.store.pg_connection import PgConnection, redact_url
+from calibrate.store.pg_schema import prepare_pg_schema
+from calibrate.store.selection import latest_and_failed_ctes
+
+__all__ = ["PgLocation", "PostgresScoreStore"]
+
+#: The connection that holds a claim, identified beyond its pid (pids are reused).
+_ME = "(SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
+
+_CLAIM_SQL = f"""
+INSERT INTO claims AS c (run_key, image_key, owner_pid, owner_started, claimed_at)
+SELECT %(run)s, k, me.pid, me.backend_start, now()
+FROM unnest(%(keys)s::BIGINT[]) AS k, {_ME} AS me
+WHERE NOT EXISTS (SELECT 1 FROM run_images ri WHERE ri.run_key = %(run)s AND ri.image_key = k)
+ON CONFLICT (run_key, image_key) DO UPDATE
+SET owner_pid = EXCLUDED.owner_pid, owner_started = EXCLUDED.owner_started,
+    claimed_at = EXCLUDED.claimed_at
+WHERE (c.owner_pid = EXCLUDED.owner_pid AND c.owner_started = EXCLUDED.owner_started)
+   OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                  WHERE a.pid = c.owner_pid AND a.backend_start = c.owner_started)
+RETURNING image_key"""
+
+#: (images of the run's dataset not finished by it, claims on it held by other live
+#: connections, claims on it at all).
+_RUN_STATE_SQL = f"""
+SELECT (SELECT count(*) FROM images i
+        WHERE i.dataset = %(dataset)s AND i.current AND NOT EXISTS (
+            SELECT 1 FROM run_images ri WHERE ri.run_key = %(run)s AND ri.image_key = i.image_key)),
+       (SELECT count(*) FROM claims c JOIN pg_stat_activity a
+            ON a.pid = c.owner_pid AND a.backend_start = c.owner_started
+        WHERE c.run_key = %(run)s AND c.owner_pid <> pg_backend_pid()
+          AND NOT EXISTS (SELECT 1 FROM run_images ri
+                          WHERE ri.run_key = c.run_key AND ri.image_key = c.image_key)),
+       (SELECT count(*) FROM claims WHERE run_key = %(run)s)"""
+
+
+class PgLocation(str):
+    """Where a PostgreSQL store is: its URL with the password redacted.
+
+    A string, with the few path-like attributes that messages and report names read
+    from a store's ``path`` (``name`` and ``stem`` are the database name).
+    """
+
+    @property
+    def name(self) -> str:
+        return self.rsplit("/", 1)[-1].split("?", 1)[0] or "postgres"
+
+    @property
+    def stem(self) -> str:
+        return self.name
+
+    def exists(self) -> bool:
+        return True
+
+
+class PostgresScoreStore(ScoreStore):
+    """The score store in a PostgreSQL database (see the module docstring).
+
+    Parameters
+    ----------
+    url : str
+        ``postgresql://[user[:password]@]host[:port]/database`` (or ``postgres://``).
+        An empty database gets the schema; a password is better given by
+        ``PGPASSWORD`` or ``~/.pgpass`` than in the URL, and is never stored or shown.
+    read_only : bool, default False
+        Refuse every writing method (other processes may write meanwhile).
+    allow_incomplete : bool, default False
+        As in :class:`calibrate.store.ScoreStore`.
+
+    Raises
+    ------
+    StoreError
+        If the server cannot be reached, or the database holds other tables.
+    SchemaVersionError
+        If the store was written by a newer ``calibrate``.
+    """
+
+    def __init__(self, url: str, *, read_only: bool = False, allow_incomplete: bool = False):
+        self.path = PgLocation(redact_url(str(url)))
+        self.read_only = bool(read_only)
+        self.allow_incomplete = bool(allow_incomplete)
+        self._lock = threading.RLock()
+        self._con = PgConnection(str(url))
+        try:
+            prepare_pg_schema(self._con, self.path, self.read_only)
+        except BaseException:
+            self._con.close()
+            self._con = None
+            raise
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("read-only" if self.read_only else "open")
+        return f"PostgresScoreStore({str(self.path)!r}, {state})"
+
+    # -- what differs with several writers ----------------------------------------------
+
+    def data_check(self, detector: str, model_version: str,
+                   dataset: str | None = None) -> VersionData:
+        # Not cached: another process may have written since the last read.
+        with self._lock:
+            return self._check(detector, model_version, dataset)
+
+    def _lock_dataset(self, con, dataset: str) -> None:
+        con.run_native("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                       [f"calibrate-dataset:{dataset}"])
+
+    @contextmanager
+    def run_lock(self, detector: str, model_version: str, dataset: str) -> Iterator[None]:
+        """Hold a session advisory lock on (detector, version, dataset) while a runner
+        finds or begins its run, so that two processes share one run."""
+        key = ["calibrate-run:" + "\x1f".join((detector, model_version, dataset))]
+        with self._lock:
+            self._db().run_native("SELECT pg_advisory_lock(hashtextextended(%s, 0))", key)
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._con is not None:
+                    self._con.run_native(
+                        "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
+
+    def claim_images(self, run_id: str, image_ids: list[str]) -> set[str]:
+        """Claim images of a run for this process before calling the detector on them.
+
+        Parameters
+        ----------
+        run_id : str
+        image_ids : list of str
+            Current images of the run's dataset.
+
+        Returns
+        -------
+        set of str
+            The ids this process may score: not finished by the run, and not claimed by
+            another connection that is still alive (a claim of a killed process is
+            taken over).
+        """
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return set()
+        with self._lock:
+            self._require_writable("claim images")
+            run_key, dataset = self._run_row(run_id)
+            keys = self._image_keys(dataset, ids)
+            got = {int(k) for (k,) in self._db().run_native(
+                _CLAIM_SQL, {"run": run_key, "keys": list(keys.values())}).fetchall()}
+        return {i for i, k in keys.items() if k in got}
+
+    def _write_batch(self, con, run_key: int, batch) -> None:
+        """Mark the images first (``ON CONFLICT DO NOTHING``): only those this
+        transaction marked get results, so an image recorded by two processes at once
+        is stored once."""
+        marks = batch.marks
+        if not marks["image_key"]:
+            return
+        now = _utc_now()
+        kept = {int(k) for (k,) in con.run_native(
+            """INSERT INTO run_images (run_key, image_key, status, attempts, scored_at)
+               SELECT %(run)s, k, s, a, %(now)s
+               FROM unnest(%(keys)s::BIGINT[], %(status)s::TEXT[], %(attempts)s::INTEGER[])
+                    AS t(k, s, a)
+               ON CONFLICT (run_key, image_key) DO NOTHING RETURNING image_key""",
+            {"run": run_key, "keys": marks["image_key"], "status": marks["status"],
+             "attempts": marks["attempts"], "now": now}).fetchall()}
+        for rows in (batch.results, batch.raw, batch.failures):
+            keep = [k in kept for k in rows["image_key"]]
+            for col in rows:
+                rows[col] = [v for v, ok in zip(rows[col], keep) if ok]
+        for col in marks:
+            marks[col] = []
+        batch.insert(con, run_key, now, self._insert_arrow)
+        con.run_native("DELETE FROM claims WHERE run_key = %s AND image_key = ANY(%s)",
+                       [run_key, sorted(kept)])
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        """As :meth:`ScoreStore.finish_run`; "finished" is decided from what is stored.
+
+        A runner that ends its part of a shared run asks for "finished" while another
+        process may still be scoring: the run then stays ``running`` (the last process
+        to end finishes it). When images are unfinished and their claims belong to
+        processes that are gone, the run is ``interrupted`` (the same command resumes
+        it). A run nobody claimed images of (written through the API) is finished as
+        asked.
+        """
+        if status not in _FINISH_STATUSES:
+            raise InputError(
+                f"status must be one of {', '.join(_FINISH_STATUSES)}, got {status!r}."
+            )
+        with self._lock:
+            self._require_writable("finish a run")
+            with self._transaction(f"finishing run {run_id}") as con:
+                run_key, dataset = self._run_row(run_id)
+                con.run_native("SELECT 1 FROM runs WHERE run_key = %s FOR UPDATE", [run_key])
+                if status == "finished":
+                    missing, live, claimed = con.run_native(
+                        _RUN_STATE_SQL, {"run": run_key, "dataset": dataset}).fetchall()[0]
+                    if missing and live:
+                        status = "running"
+                    elif missing and claimed:
+                        status = "interrupted"
+                con.run_native(
+                    "UPDATE runs SET status = %s, finished_at = %s WHERE run_key = %s",
+                    [status, None if status == "running" else _utc_now(), run_key])
+
+    # -- the count table from label_scores ----------------------------------------------
+
+    def _selection_sql(self, detector: str, model_version: str, dataset: str | None):
+        keys = self._version_run_keys(detector, model_version, dataset)
+        latest, failed = latest_and_failed_ctes(keys)
+        if len(keys) == 1:
+            best = f"""
+                best AS (SELECT image_key, score FROM label_scores
+                         WHERE run_key = {int(keys[0])} AND label = $label)"""
+        else:
+            runs = ", ".join(str(int(k)) for k in keys)
+            best = f"""
+                best AS (SELECT ls.image_key, ls.score FROM label_scores ls
+                         JOIN latest l ON l.run_key = ls.run_key AND l.image_key = ls.image_key
+                         WHERE ls.run_key IN ({runs}) AND ls.label = $label)"""
+        return latest + "," + best, failed
+
+    # -- Parquet ------------------------------------------------------------------------
+
+    def export_parquet(self, path: str | Path, *, detector: str | None = None,
+                       model_version: str | None = None) -> int:
+        raise StoreError(
+            "export_parquet is not available on a PostgreSQL store yet; export the "
+            "scores in the flat layout instead (calibrate.store.sources), or copy the "
+            "runs into a DuckDB store first."
+        )
+
+    def import_parquet(self, path: str | Path, *, dataset: str) -> str:
+        raise StoreError(
+            "import_parquet is not available on a PostgreSQL store yet; import the file "
+            "into a DuckDB store (calibrate import-scores --store file.duckdb), or write "
+            "its rows with write_results_frame."
+        )
