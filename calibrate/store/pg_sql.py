@@ -20,6 +20,7 @@ DuckDB                                    PostgreSQL
 ``INSERT OR REPLACE INTO t``              ``INSERT ... ON CONFLICT (key) DO UPDATE``
 ``list(...) FILTER (...)[1:5]``           the same, parenthesised before the slice
 ``? IS NULL``                             ``CAST(%s AS TEXT) IS NULL`` (NULL has no type)
+``FROM (SELECT ...)``                     the same with an alias (PostgreSQL needs one)
 ========================================  ==============================================
 
 ``rowid`` needs no rewrite: the PostgreSQL tables that DuckDB code orders by ``rowid``
@@ -94,6 +95,10 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
             and isinstance(node.expression, exp.Null)):
         # A NULL parameter has no type; `$x IS NULL` needs one.
         node.set("this", exp.cast(node.this.copy(), "TEXT"))
+        return node
+    if (isinstance(node, exp.Subquery) and not node.alias
+            and isinstance(node.parent, (exp.From, exp.Join))):
+        node.set("alias", exp.TableAlias(this=exp.to_identifier(f"_sub{id(node) % 10**6}")))
         return node
     if isinstance(node, exp.Select):
         _expand_all(node)
