@@ -592,7 +592,10 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     opts = options or RunOptions()
     t0 = time.monotonic()
     with stop_on_sigterm():
-        start = _open_run(dataset, detector, store, opts)
+        # Processes scoring the same pair at once (a shared PostgreSQL store) find or
+        # begin the run one at a time, so they share it.
+        with store.run_lock(detector.name, detector.model_version, dataset.name):
+            start = _open_run(dataset, detector, store, opts)
         if not start.todo:
             return _close_without_calls(start, store, t0)
         fatal = _schedule(start, detector, store, opts, t0)
@@ -631,7 +634,8 @@ def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: fl
     status = "finished"
     try:
         with bar:
-            status = scheduler.run(start.todo)
+            status = scheduler.run(_claimed(store, start.run_id, start.todo,
+                                            max(2 * config.concurrency, 16)))
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -641,6 +645,16 @@ def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: fl
     finally:
         _finish(start, detector, store, pool, writer, scheduler.tally, status, t0)
     return scheduler.fatal
+
+
+def _claimed(store, run_id: str, todo: list, chunk: int) -> Iterator:
+    """The images of ``todo`` this process may score, claimed a chunk at a time as the
+    scheduler takes them: another process sharing the run (PostgreSQL) keeps the images
+    it claimed, and takes over the rest of this one's if it is killed."""
+    for begin in range(0, len(todo), chunk):
+        part = todo[begin:begin + chunk]
+        mine = store.claim_images(run_id, [img.image_id for img in part])
+        yield from (img for img in part if img.image_id in mine)
 
 
 def _finish(start: _Start, detector, store, pool: FuturesPool, writer: _Writer,
