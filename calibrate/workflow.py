@@ -23,7 +23,7 @@ from calibrate.parts import PartDecision, part_decisions_from_store, part_policy
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.pricing import estimate_cost
 from calibrate.runner import RunOptions, plan_run, score_dataset
-from calibrate.store import ScoreStore
+from calibrate.store import open_store, store_location
 from calibrate.store.selection import incomplete_message, overlap_message
 from calibrate.store.sources import ScoresDataset, choose_thresholds_from_dataset
 from calibrate.thresholds import LabelThreshold, choose_thresholds, choose_thresholds_from_store
@@ -73,8 +73,9 @@ def open_detector(name: str, model_version: str | None = None,
 
 
 def existing_store(path, *, hint: str = "fill one with 'calibrate score'") -> Path:
-    """``path`` when a store file is there, else a one-line error saying what to do."""
-    p = Path(path)
+    """``path`` when a store file is there (or a PostgreSQL URL: the server says whether
+    it is there), else a one-line error saying what to do."""
+    p = store_location(path)
     if not p.exists():
         raise InputError(f"no score store at {p}; {hint}.")
     return p
@@ -169,7 +170,7 @@ def score(dataset, detector: str, store, *, model_version: str | None = None,
     """
     labeled = read_manifest(dataset)
     opts = run_options or RunOptions()
-    with open_detector(detector, model_version, options) as det, ScoreStore(store) as st:
+    with open_detector(detector, model_version, options) as det, open_store(store) as st:
         plan = plan_run(labeled, det, st, opts)
         out = ScoreOutcome(labeled, det.name, det.model_version, plan)
         if getattr(det, "billable", False) or dry_run:
@@ -263,7 +264,7 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
         version's latest run is incomplete and that is not allowed (the message says
         the command that resumes it).
     """
-    with ScoreStore(existing_store(path), read_only=True) as st:
+    with open_store(existing_store(path), read_only=True) as st:
         versions = st.versions()
         known = {(r.detector, r.model_version): set(r.labels) | set(
             st.truth_labels(r.detector, r.model_version)) for r in versions.itertuples()}

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from calibrate.store import StoreError, open_store
-from calibrate.store.pg_connection import redact_url
+from calibrate.store.location import redact_url
 from calibrate.store.pg_sql import to_postgres
 from calibrate.store.postgres import PostgresScoreStore
 from tests import test_store as base

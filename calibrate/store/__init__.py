@@ -152,6 +152,7 @@ from calibrate.store.parquet import ParquetMixin
 from calibrate.store.reads import ReadsMixin
 from calibrate.store.reuse import ReuseMixin
 from calibrate.store.schema import SCHEMA_VERSION, SchemaMixin
+from calibrate.store.location import StoreURL, is_store_url, redact_url, store_location
 
 __all__ = [
     "DEFAULT_PATH",
@@ -168,10 +169,13 @@ __all__ = [
     "SchemaVersionError",
     "ScoreStore",
     "StoreError",
+    "StoreURL",
     "VersionData",
     "is_store_url",
     "open_store",
     "redact_secrets",
+    "redact_url",
+    "store_location",
 ]
 
 
@@ -239,13 +243,6 @@ class ScoreStore(SchemaMixin, ReadsMixin, MatchesMixin, ReuseMixin, ParquetMixin
             raise
 
 
-def is_store_url(location: object) -> bool:
-    """Whether a store location names a PostgreSQL database (``postgresql://`` or
-    ``postgres://``) rather than a DuckDB file."""
-    return isinstance(location, str) and location.lower().startswith(
-        ("postgresql://", "postgres://"))
-
-
 def open_store(location: str | Path = DEFAULT_PATH, *, read_only: bool = False,
                allow_incomplete: bool = False) -> ScoreStore:
     """Open the score store at a file path or a PostgreSQL URL.
@@ -281,5 +278,5 @@ def open_store(location: str | Path = DEFAULT_PATH, *, read_only: bool = False,
             f"a PostgreSQL store needs the postgresql extra ({exc.name} is missing): "
             "pip install 'calibrate[postgresql]'."
         ) from None
-    return PostgresScoreStore(str(location), read_only=read_only,
+    return PostgresScoreStore(location, read_only=read_only,
                               allow_incomplete=allow_incomplete)

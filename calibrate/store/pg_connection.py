@@ -15,7 +15,6 @@ Credentials come only from the URL, the ``PG*`` environment variables or ``~/.pg
 from __future__ import annotations
 
 import io
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -28,29 +27,10 @@ from psycopg.pq import TransactionStatus
 from psycopg.types.string import StrDumper
 
 from calibrate.store.errors import StoreError
+from calibrate.store.location import redact_url
 from calibrate.store.pg_sql import to_postgres
 
-__all__ = ["PgConnection", "PgResult", "is_postgres_url", "redact_url"]
-
-_URL = re.compile(r"^(postgres(?:ql)?://)([^@/]*@)?", re.IGNORECASE)
-
-
-def is_postgres_url(location: Any) -> bool:
-    """Whether a store location is a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
-    return isinstance(location, str) and bool(re.match(r"^postgres(ql)?://", location, re.I))
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (``postgresql://user:***@host/db``)."""
-    def hide(m: re.Match) -> str:
-        userinfo = m.group(2) or ""
-        if ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***@"
-        return m.group(1) + userinfo
-
-    text = _URL.sub(hide, url)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", text)
-
+__all__ = ["PgConnection", "PgResult"]
 
 class _NumericLoader(Loader):
     """``numeric`` as int when integral (``sum`` of integers), else float, as DuckDB."""

@@ -34,11 +34,12 @@ from calibrate.store import ScoreStore
 from calibrate.store._base import _utc_now
 from calibrate.store.errors import StoreError
 from calibrate.store.model import _FINISH_STATUSES, VersionData
-from calibrate.store.pg_connection import PgConnection, redact_url
+from calibrate.store.location import StoreURL, redact_url
+from calibrate.store.pg_connection import PgConnection
 from calibrate.store.pg_schema import prepare_pg_schema
 from calibrate.store.selection import latest_and_failed_ctes
 
-__all__ = ["PgLocation", "PostgresScoreStore"]
+__all__ = ["PostgresScoreStore"]
 
 #: The connection that holds a claim, identified beyond its pid (pids are reused).
 _ME = "(SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())"
@@ -70,25 +71,6 @@ SELECT (SELECT count(*) FROM images i
        (SELECT count(*) FROM claims WHERE run_key = %(run)s)"""
 
 
-class PgLocation(str):
-    """Where a PostgreSQL store is: its URL with the password redacted.
-
-    A string, with the few path-like attributes that messages and report names read
-    from a store's ``path`` (``name`` and ``stem`` are the database name).
-    """
-
-    @property
-    def name(self) -> str:
-        return self.rsplit("/", 1)[-1].split("?", 1)[0] or "postgres"
-
-    @property
-    def stem(self) -> str:
-        return self.name
-
-    def exists(self) -> bool:
-        return True
-
-
 class PostgresScoreStore(ScoreStore):
     """The score store in a PostgreSQL database (see the module docstring).
 
@@ -112,11 +94,11 @@ class PostgresScoreStore(ScoreStore):
     """
 
     def __init__(self, url: str, *, read_only: bool = False, allow_incomplete: bool = False):
-        self.path = PgLocation(redact_url(str(url)))
+        self.path = StoreURL(redact_url(str(url)))  # the password is not kept
         self.read_only = bool(read_only)
         self.allow_incomplete = bool(allow_incomplete)
         self._lock = threading.RLock()
-        self._con = PgConnection(str(url))
+        self._con = PgConnection(getattr(url, "_url", str(url)))
         try:
             prepare_pg_schema(self._con, self.path, self.read_only)
         except BaseException:
