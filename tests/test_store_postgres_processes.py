@@ -1,0 +1,137 @@
+"""Several ``calibrate score`` processes writing one PostgreSQL store at once, and the
+commands that read it, against a real server the test session starts.
+
+The processes run the real command (as tests/test_runner_processes.py does) with a
+local detector that appends every call to a shared tally file, so "no image was sent
+twice" is counted from the calls themselves, not inferred from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from calibrate.cli import app
+from calibrate.store import open_store
+from tests.parts_fixture import PARTS_POLICY
+from tests.test_runner import _run_cli, _wait_for_calls, make_set
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+runner = CliRunner()
+
+
+def _score_args(manifest, url, tally, version="s1", latency="0.02"):
+    return ["score", "--dataset", str(manifest), "--detector", "tests.fake_detectors:slow",
+            "--model-version", version, "--store", url, "--concurrency", "4",
+            "--option", f"latency={latency}", "--option", f"tally={tally}", "--no-progress"]
+
+
+def _calls(tally) -> list[str]:
+    return tally.read_text().split() if tally.exists() else []
+
+
+def _stored(url, version="s1"):
+    with open_store(url, read_only=True) as st:
+        runs = st.runs()
+        runs = runs[runs["model_version"] == version]
+        scores = st.scores("slow", version, "defect")
+        n_marks = st._db().execute(
+            "SELECT count(*), count(DISTINCT (run_key, image_key)) FROM run_images "
+            "WHERE run_key IN (SELECT run_key FROM runs WHERE model_version = ?)",
+            [version]).fetchall()[0]
+    return runs, scores, n_marks
+
+
+def _both(procs, timeout=120):
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    return outs
+
+
+def test_two_processes_on_the_same_pair_share_one_run_and_score_each_image_once(
+        tmp_path, pg_url):
+    n = 160
+    manifest, tally = make_set(tmp_path, n), tmp_path / "tally.txt"
+    args = _score_args(manifest, pg_url, tally)
+    outs = _both([_run_cli(args), _run_cli(args)])
+    calls = _calls(tally)
+    assert len(calls) == n == len(set(calls))  # no image sent twice, none left out
+    runs, scores, (n_rows, n_distinct) = _stored(pg_url)
+    assert len(runs) == 1 and runs["status"].tolist() == ["finished"]
+    assert n_rows == n_distinct == n and len(set(scores.image_ids)) == n
+    assert "***" not in "".join(o for pair in outs for o in pair)  # no password to hide
+
+
+def test_two_processes_on_different_versions_write_side_by_side(tmp_path, pg_url):
+    n = 80
+    manifest, tally = make_set(tmp_path, n), tmp_path / "tally.txt"
+    _both([_run_cli(_score_args(manifest, pg_url, tally, version=v)) for v in ("s1", "s2")])
+    assert len(_calls(tally)) == 2 * n
+    for version in ("s1", "s2"):
+        runs, scores, (n_rows, n_distinct) = _stored(pg_url, version)
+        assert runs["status"].tolist() == ["finished"]
+        assert n_rows == n_distinct == n == len(set(scores.image_ids))
+    with open_store(pg_url, read_only=True) as st:  # one current row per image
+        assert st._db().execute(
+            "SELECT count(*) FROM images WHERE current").fetchall() == [(n,)]
+
+
+def test_killing_one_of_two_processes_then_resuming_finishes_every_image_once(
+        tmp_path, pg_url):
+    n = 240
+    manifest, tally = make_set(tmp_path, n), tmp_path / "tally.txt"
+    args = _score_args(manifest, pg_url, tally, latency="0.03")
+    victim, survivor = _run_cli(args), _run_cli(args)
+    _wait_for_calls(tally, n // 4, victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    out, err = survivor.communicate(timeout=120)
+    assert survivor.returncode == 0, err
+    runs, _, (n_rows, _) = _stored(pg_url)
+    assert len(runs) == 1
+    if n_rows < n:  # the victim's unfinished claims were left: the run is not finished
+        assert runs["status"].tolist() == ["interrupted"]
+    done = subprocess.run([sys.executable, "-m", "calibrate.cli", *args], capture_output=True,
+                          text=True, timeout=120, env=_run_cli.__globals__["os"].environ
+                          | {"PYTHONPATH": str(_run_cli.__globals__["ROOT"])},
+                          cwd=_run_cli.__globals__["ROOT"])
+    assert done.returncode == 0, done.stderr
+    runs, scores, (n_rows, n_distinct) = _stored(pg_url)
+    assert len(runs) == 1 and runs["status"].tolist() == ["finished"]
+    assert n_rows == n_distinct == n == len(set(scores.image_ids))
+    # Only what the victim had in flight when it died may have been called twice.
+    calls = _calls(tally)
+    assert len(set(calls)) == n and len(calls) - n <= 8
+
+
+def test_thresholds_from_postgresql_equal_those_from_the_duckdb_file(parts_store, pg_url):
+    manifest, duck = parts_store
+    for version in ("v1", "v2"):
+        res = runner.invoke(app, ["score", "--dataset", str(manifest), "--detector",
+                                  "surface-defect", "--model-version", version, "--store",
+                                  pg_url, "--no-progress", "--concurrency", "1"])
+        assert res.exit_code == 0, res.output
+    got = {}
+    for store in (str(duck), pg_url):
+        res = runner.invoke(app, ["thresholds", "--store", store, "--policy", str(PARTS_POLICY),
+                                  "--format", "json"])
+        assert res.exit_code == 0, res.output
+        got[store] = json.loads(res.stdout)
+    assert got[str(duck)] and got[str(duck)] == got[pg_url]
+
+
+def test_a_bad_url_is_one_line_with_exit_2_and_no_password(tmp_path):
+    res = runner.invoke(app, ["thresholds", "--store", "postgresql://qa:s3cret@127.0.0.1:1/x",
+                              "--cost-false-accept", "1", "--cost-false-reject", "1"])
+    assert res.exit_code == 2
+    assert "s3cret" not in res.output and "@127.0.0.1:1/x" in res.output
+    assert len(res.output.strip().splitlines()) == 1
