@@ -191,3 +191,29 @@ def test_a_failed_statement_rolls_back_and_the_store_goes_on(parts):
             con.execute("SELECT no_such_column FROM meta")
     assert parts._db().execute("SELECT count(*) FROM meta WHERE key = 'k'").fetchall() == [(0,)]
     assert uuid.UUID(begin(parts))
+
+
+def _table_of_scores(store, label, split=None):
+    from calibrate.curves import count_table
+
+    s = store.scores("viam", "v1", label, split=split)
+    return count_table(s.scores, s.positive)
+
+
+def test_the_flat_count_table_follows_corrected_labels_splits_and_retired_images(parts):
+    run = begin(parts)
+    parts.record(run, [(f"img{i:03d}", det(("scratch", 0.1 * i), ("dent", 0.5)) if i % 3
+                        else det(), 1) for i in range(6)], [])
+    parts.finish_run(run)
+    for split in (None, "cal", "test"):
+        assert base.table_equal(parts.count_table("viam", "v1", "scratch", split=split),
+                                _table_of_scores(parts, "scratch", split))
+    # img001 loses its scratch, img002 moves to the test split, img005 leaves the set.
+    parts.add_images("parts", [image(0), image(1), image(2, ["scratch"], split="test"),
+                               image(3, ["scratch"], split="cal"), image(4, split="test")],
+                     complete=True)
+    for label in ("scratch", "dent"):
+        for split in (None, "cal", "test"):
+            got = parts.count_table("viam", "v1", label, split=split)
+            assert base.table_equal(got, _table_of_scores(parts, label, split))
+    assert parts.count_table("viam", "v1", "scratch").n_positive.sum() == 2

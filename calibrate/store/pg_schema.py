@@ -15,9 +15,13 @@ writers at once and the count table need:
   serialised per dataset by an advisory lock).
 * ``results`` and ``objects`` have an identity column ``rowid``: the order the
   detector returned results in, which the DuckDB SQL reads as DuckDB's ``rowid``.
-* ``label_scores(run_key, image_key, label, score)``: each image's highest score per run
-  and label, kept by a statement trigger on ``results`` as rows are written. The count
-  table is then one ``GROUP BY`` over it, instead of an aggregation of every result.
+* ``label_scores(run_key, label, image_key, score, positive, split, current)``: each
+  image's highest score per run and label, with its truth for the label, kept by
+  statement triggers as results are written (and as images' labels, splits or
+  currency change); ``run_images`` carries each image's ``labels``, ``split`` and
+  ``current`` the same way. The count table of a run is then one ``GROUP BY`` over
+  ``label_scores`` plus one count over ``run_images`` (images with no result), with
+  no join: a join of three 10^6-row tables made it 9x slower than DuckDB's.
 * ``claims(run_key, image_key, owner_pid, owner_started, claimed_at)``: which
   connection is scoring which image of a run, so that two processes on the same run
   never send an image twice (:meth:`PostgresScoreStore.claim_images`).
@@ -102,6 +106,9 @@ CREATE TABLE run_images (
     status TEXT NOT NULL CHECK (status IN ('scored', 'failed')),
     attempts INTEGER NOT NULL,
     scored_at TIMESTAMP NOT NULL,
+    labels TEXT[],                      -- the image's, kept by triggers (count tables)
+    split TEXT,
+    current BOOLEAN,
     PRIMARY KEY (run_key, image_key)
 );
 CREATE TABLE results (
@@ -137,6 +144,9 @@ CREATE TABLE label_scores (
     label TEXT NOT NULL,
     image_key BIGINT NOT NULL,
     score DOUBLE PRECISION NOT NULL,
+    positive BOOLEAN NOT NULL,          -- label in the image's labels, kept by triggers
+    split TEXT,
+    current BOOLEAN NOT NULL,
     PRIMARY KEY (run_key, label, image_key)
 );
 CREATE TABLE claims (
@@ -149,8 +159,10 @@ CREATE TABLE claims (
 );
 CREATE FUNCTION calibrate_label_scores_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO label_scores (run_key, label, image_key, score)
-    SELECT run_key, label, image_key, max(score) FROM new_rows GROUP BY 1, 2, 3
+    INSERT INTO label_scores (run_key, label, image_key, score, positive, split, current)
+    SELECT n.run_key, n.label, n.image_key, max(n.score), bool_or(n.label = ANY(i.labels)),
+           min(i.split), bool_or(i.current)
+    FROM new_rows n JOIN images i ON i.image_key = n.image_key GROUP BY 1, 2, 3
     ON CONFLICT (run_key, label, image_key)
     DO UPDATE SET score = greatest(label_scores.score, EXCLUDED.score);
     RETURN NULL;
@@ -167,6 +179,38 @@ END $$;
 CREATE TRIGGER results_label_scores_drop AFTER DELETE ON results
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION calibrate_label_scores_drop();
+CREATE FUNCTION calibrate_run_images_truth() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE run_images ri SET labels = i.labels, split = i.split, current = i.current
+    FROM new_rows n JOIN images i ON i.image_key = n.image_key
+    WHERE ri.run_key = n.run_key AND ri.image_key = n.image_key;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER run_images_truth AFTER INSERT ON run_images
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION calibrate_run_images_truth();
+CREATE FUNCTION calibrate_images_truth() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Re-registering an unchanged manifest changes nothing: no scan of the big tables.
+    IF NOT EXISTS (SELECT 1 FROM new_imgs) THEN
+        RETURN NULL;
+    END IF;
+    WITH changed AS (
+        SELECT n.image_key, n.labels, n.split, n.current
+        FROM new_imgs n JOIN old_imgs o ON o.image_key = n.image_key
+        WHERE n.labels IS DISTINCT FROM o.labels OR n.split IS DISTINCT FROM o.split
+           OR n.current IS DISTINCT FROM o.current),
+    marks AS (
+        UPDATE run_images ri SET labels = c.labels, split = c.split, current = c.current
+        FROM changed c WHERE ri.image_key = c.image_key)
+    UPDATE label_scores ls SET positive = ls.label = ANY(c.labels), split = c.split,
+                               current = c.current
+    FROM changed c WHERE ls.image_key = c.image_key;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER images_truth AFTER UPDATE ON images
+    REFERENCING OLD TABLE AS old_imgs NEW TABLE AS new_imgs
+    FOR EACH STATEMENT EXECUTE FUNCTION calibrate_images_truth();
 """
 
 

@@ -29,9 +29,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
+from calibrate.curves import CountTable
 from calibrate.errors import InputError
 from calibrate.store import ScoreStore
-from calibrate.store._base import _utc_now
+from calibrate.store._base import _check_name, _utc_now
 from calibrate.store.errors import StoreError
 from calibrate.store.model import _FINISH_STATUSES, VersionData
 from calibrate.store.location import StoreURL, redact_url
@@ -69,6 +72,26 @@ SELECT (SELECT count(*) FROM images i
           AND NOT EXISTS (SELECT 1 FROM run_images ri
                           WHERE ri.run_key = c.run_key AND ri.image_key = c.image_key)),
        (SELECT count(*) FROM claims WHERE run_key = %(run)s)"""
+
+
+#: A run's count table of one label: the images with a result, grouped by score, then
+#: the images it scored with no result for the label (-inf) as the rest of the totals.
+_FLAT_COUNT_SQL = """
+WITH part AS (
+    SELECT score, count(*) FILTER (WHERE positive) AS n_pos,
+           count(*) FILTER (WHERE NOT positive) AS n_neg
+    FROM label_scores
+    WHERE run_key = %(run)s AND label = %(label)s AND current {split}
+    GROUP BY score),
+total AS (
+    SELECT count(*) FILTER (WHERE %(label)s = ANY(labels)) AS n_pos,
+           count(*) FILTER (WHERE NOT (%(label)s = ANY(labels))) AS n_neg
+    FROM run_images
+    WHERE run_key = %(run)s AND status = 'scored' AND current {split})
+SELECT score, n_pos, n_neg FROM part
+UNION ALL
+SELECT '-Infinity'::float8, t.n_pos - coalesce(sum(p.n_pos), 0), t.n_neg - coalesce(sum(p.n_neg), 0)
+FROM total t LEFT JOIN part p ON true GROUP BY t.n_pos, t.n_neg"""
 
 
 class PostgresScoreStore(ScoreStore):
@@ -221,6 +244,29 @@ class PostgresScoreStore(ScoreStore):
                     [status, None if status == "running" else _utc_now(), run_key])
 
     # -- the count table from label_scores ----------------------------------------------
+
+    def count_table(self, detector: str, model_version: str, label: str, *,
+                    dataset: str | None = None, split: str | None = None) -> CountTable:
+        """As :meth:`ScoreStore.count_table`; for a dataset scored by one run, counted
+        from ``label_scores`` and ``run_images`` without a join (see
+        :mod:`calibrate.store.pg_schema`)."""
+        _check_name(label, "label")
+        with self._lock:
+            keys = self._version_run_keys(detector, model_version, dataset)
+            if len(keys) > 1:  # each image's latest run: the general query
+                return super().count_table(detector, model_version, label,
+                                           dataset=dataset, split=split)
+            cond = "AND split = %(split)s" if split is not None else ""
+            rows = self._db().run_native(
+                _FLAT_COUNT_SQL.format(split=cond),
+                {"run": int(keys[0]), "label": label, "split": split}).fetchall()
+            self._note_selection(detector, model_version, dataset)
+        rows = [r for r in rows if r[1] or r[2]]
+        return CountTable.from_counts(
+            np.array([r[0] for r in rows], dtype=np.float64),
+            np.array([r[1] for r in rows], dtype=np.int64),
+            np.array([r[2] for r in rows], dtype=np.int64),
+        )
 
     def _selection_sql(self, detector: str, model_version: str, dataset: str | None):
         keys = self._version_run_keys(detector, model_version, dataset)
