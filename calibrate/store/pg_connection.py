@@ -87,11 +87,17 @@ def _pg_type(t: pa.DataType) -> str:
     return "TEXT"
 
 
-def _array_literal(values: list | None) -> str | None:
-    if values is None:
-        return None
-    quoted = ('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
-    return "{" + ",".join(quoted) + "}"
+def _array_literals(col: pa.ChunkedArray) -> pa.Array:
+    """A list-of-strings column as PostgreSQL array literals (``{"a","b"}``), in Arrow."""
+    import pyarrow.compute as pc
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    values = pc.cast(arr.flatten(), pa.string())
+    values = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    offsets = pc.subtract(arr.offsets, arr.offsets[0])  # a slice's offsets start past 0
+    rebuilt = pa.ListArray.from_arrays(offsets, values, mask=arr.is_null())
+    joined = pc.binary_join_element_wise("{\"", pc.binary_join(rebuilt, '","'), '"}', "")
+    return pc.if_else(pc.equal(pc.list_value_length(arr), 0), "{}", joined)
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
@@ -103,7 +109,7 @@ def _csv_ready(table: pa.Table) -> pa.Table:
             col = col.cast(t.value_type)
             t = t.value_type
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            col = pa.array([_array_literal(v) for v in col.to_pylist()], pa.string())
+            col = _array_literals(col)
         elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
             col = pa.array([None if v is None else "\\x" + v.hex() for v in col.to_pylist()],
                            pa.string())
@@ -194,14 +200,22 @@ class PgConnection:
         table = _as_arrow(data)
         cols = ", ".join(f'"{f.name}" {_pg_type(f.type)}' for f in table.schema)
         self._run(f'CREATE TEMP TABLE "{name}" ({cols})', None)
-        if not table.num_rows:
-            return
+        if table.num_rows:
+            self._copy(f'COPY "{name}" FROM STDIN (FORMAT csv)', table)
+
+    def copy_into(self, table: str, data: Any) -> None:
+        """Append an Arrow table's rows to ``table`` (its columns by name) with COPY."""
+        data = _as_arrow(data)
+        cols = ", ".join(f'"{c}"' for c in data.column_names)
+        self._copy(f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)", data)
+
+    def _copy(self, statement: str, table: pa.Table) -> None:
         buf = io.BytesIO()
         pacsv.write_csv(_csv_ready(table), buf,
                         pacsv.WriteOptions(include_header=False, quoting_style="needed"))
         try:
             with self.raw.cursor() as cur:
-                with cur.copy(f'COPY "{name}" FROM STDIN (FORMAT csv)') as copy:
+                with cur.copy(statement) as copy:
                     view = buf.getbuffer()
                     for start in range(0, len(view), 1 << 20):
                         copy.write(view[start:start + (1 << 20)])

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from calibrate.curves import CountTable
 from calibrate.errors import InputError
@@ -212,6 +213,12 @@ class PostgresScoreStore(ScoreStore):
         batch.insert(con, run_key, now, self._insert_arrow)
         con.run_native("DELETE FROM claims WHERE run_key = %s AND image_key = ANY(%s)",
                        [run_key, sorted(kept)])
+
+    @staticmethod
+    def _insert_arrow(con, table: str, run_key: int, rows) -> None:
+        # Straight into the table with COPY: no temporary table for each small batch.
+        rows = rows.add_column(0, "run_key", pa.array([run_key] * rows.num_rows, pa.int32()))
+        con.copy_into(table, rows)
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
         """As :meth:`ScoreStore.finish_run`; "finished" is decided from what is stored.
