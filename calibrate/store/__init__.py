@@ -1,6 +1,9 @@
-"""The score store: every run, image, score and failure in one embedded DuckDB file.
+"""The score store: every run, image, score and failure in one embedded DuckDB file, or
+in a PostgreSQL database shared by a team.
 
-A project keeps one store file (``calibrate.duckdb`` by default). The runner writes
+A project keeps one store file (``calibrate.duckdb`` by default); a team that scores
+from several processes at once opens a PostgreSQL database instead
+(``open_store("postgresql://user@host/db")``: the same methods and results). The runner writes
 into it as images are scored, so an interrupted run resumes where it stopped; the
 curves read from it one ``(detector, model version, label)`` at a time, either as
 image-level score arrays (:meth:`ScoreStore.scores`) or as a count table aggregated
@@ -89,6 +92,8 @@ settings pass through :func:`redact_secrets` first.
 
 The package's parts
 -------------------
+:func:`open_store`
+    Opens a DuckDB file or a PostgreSQL URL (:mod:`.location` parses and redacts it).
 :mod:`.schema`
     Table definitions, :data:`SCHEMA_VERSION` and the migrations of older files.
 :mod:`.images`
@@ -118,6 +123,14 @@ The package's parts
 :mod:`.model`, :mod:`.errors`
     The constants, records and errors the parts share; :mod:`._base` holds the
     connection and its transactions.
+:mod:`.postgres`
+    :class:`~calibrate.store.postgres.PostgresScoreStore`: the store on PostgreSQL, for
+    several writers at once (runs shared under a lock, images claimed before they are
+    scored, a flat per-run, per-label score table for the count table).
+:mod:`.pg_sql`, :mod:`.pg_connection`, :mod:`.pg_schema`
+    The mixins' DuckDB SQL translated to PostgreSQL (sqlglot, cached), a psycopg 3
+    connection that answers as a DuckDB one does, and the PostgreSQL tables (schema
+    version 5, created natively; no migrations).
 
 :class:`ScoreStore` is composed of one mixin class per part.
 """
