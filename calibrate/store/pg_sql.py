@@ -21,6 +21,7 @@ DuckDB                                    PostgreSQL
 ``list(...) FILTER (...)[1:5]``           the same, parenthesised before the slice
 ``? IS NULL``                             ``CAST(%s AS TEXT) IS NULL`` (NULL has no type)
 ``FROM (SELECT ...)``                     the same with an alias (PostgreSQL needs one)
+``INSERT INTO run_images ...``            ``... ON CONFLICT DO NOTHING`` (another writer)
 ========================================  ==============================================
 
 ``rowid`` needs no rewrite: the PostgreSQL tables that DuckDB code orders by ``rowid``
@@ -154,6 +155,10 @@ def to_postgres(sql: str) -> tuple[str, ...]:
         tree.set("replace", False)
         before = (f"DROP TABLE IF EXISTS {tree.this.sql(dialect='postgres')}",)
     text = tree.sql(dialect="postgres")
+    target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+    if isinstance(tree, exp.Insert) and target.name.lower() == "run_images":
+        # Another process may have finished the image meanwhile: it stays finished once.
+        text += " ON CONFLICT (run_key, image_key) DO NOTHING"
     if replace:
         keys, others = _REPLACE_KEYS[replace.group(1).lower()]
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in others)
