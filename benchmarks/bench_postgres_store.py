@@ -9,7 +9,8 @@
    run of their own model version and record ``--write-n`` results through
    :meth:`ScoreStore.record` in batches of 128 images (what ``calibrate score`` does);
    the rows/s of all of them together are printed, and the same for bulk writes
-   (:meth:`ScoreStore.write_results_frame` in chunks of 50,000 rows).
+   (:meth:`ScoreStore.write_results_frame` in chunks of 50,000 rows), beside one writer
+   on a DuckDB file (which takes one writer at a time) in the same run.
 
 The rows are loaded into the stores' tables with one SQL statement each (through the
 store's own connection, so PostgreSQL's ``label_scores`` is kept by its trigger as in
@@ -186,15 +187,20 @@ def _run(args, url: str, server) -> int:
     print(f"  PostgreSQL store  {t_pg:8.3f} s")
     print(f"  ratio             {t_pg / t_duck:8.2f}x   (target, DESIGN.md: <= 3x); "
           f"tables equal: {same}")
-    write_url = server.new_database() if server else url
-    with open_store(write_url):
-        pass  # the schema, before the writers race to create it
     for bulk in (False, True):
+        write_url = server.new_database() if server else url
+        with open_store(write_url):
+            pass  # the schema, before the writers race to create it
         rate = concurrent_writes(write_url, args.writers, args.write_n, bulk)
+        with tempfile.TemporaryDirectory() as tmp:
+            # The baseline: a DuckDB file takes one writer at a time.
+            alone = concurrent_writes(str(Path(tmp) / "w.duckdb"), 1, args.write_n, bulk)
         how = ("write_results_frame, 50,000-row chunks" if bulk
                else "record(), 128-image batches as calibrate score commits")
-        print(f"\n{args.writers} concurrent writers x {args.write_n:,} results ({how}): "
-              f"{rate:,.0f} rows/s")
+        print(f"\nwrites, {how}:")
+        print(f"  PostgreSQL, {args.writers} writers x {args.write_n:,} results at once "
+              f"{rate:>10,.0f} rows/s")
+        print(f"  DuckDB file, 1 writer (a file's only mode)            {alone:>10,.0f} rows/s")
     return 0 if same else 1
 
 

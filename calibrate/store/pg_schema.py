@@ -19,7 +19,8 @@ writers at once and the count table need:
   image's highest score per run and label, with its truth for the label, kept by
   statement triggers as results are written (and as images' labels, splits or
   currency change); ``run_images`` carries each image's ``labels``, ``split`` and
-  ``current`` the same way. The count table of a run is then one ``GROUP BY`` over
+  ``current``, copied by every insert (:func:`calibrate.store.pg_sql.to_postgres`) and
+  kept by the same trigger on ``images``. The count table of a run is then one ``GROUP BY`` over
   ``label_scores`` plus one count over ``run_images`` (images with no result), with
   no join: a join of three 10^6-row tables made it 9x slower than DuckDB's.
 * ``claims(run_key, image_key, owner_pid, owner_started, claimed_at)``: which
@@ -106,7 +107,8 @@ CREATE TABLE run_images (
     status TEXT NOT NULL CHECK (status IN ('scored', 'failed')),
     attempts INTEGER NOT NULL,
     scored_at TIMESTAMP NOT NULL,
-    labels TEXT[],                      -- the image's, kept by triggers (count tables)
+    labels TEXT[],                      -- the image's, copied as rows are written and
+                                        -- kept by a trigger on images (count tables)
     split TEXT,
     current BOOLEAN,
     PRIMARY KEY (run_key, image_key)
@@ -179,16 +181,6 @@ END $$;
 CREATE TRIGGER results_label_scores_drop AFTER DELETE ON results
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION calibrate_label_scores_drop();
-CREATE FUNCTION calibrate_run_images_truth() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE run_images ri SET labels = i.labels, split = i.split, current = i.current
-    FROM new_rows n JOIN images i ON i.image_key = n.image_key
-    WHERE ri.run_key = n.run_key AND ri.image_key = n.image_key;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER run_images_truth AFTER INSERT ON run_images
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION calibrate_run_images_truth();
 CREATE FUNCTION calibrate_images_truth() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- Re-registering an unchanged manifest changes nothing: no scan of the big tables.

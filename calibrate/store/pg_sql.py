@@ -21,7 +21,7 @@ DuckDB                                    PostgreSQL
 ``list(...) FILTER (...)[1:5]``           the same, parenthesised before the slice
 ``? IS NULL``                             ``CAST(%s AS TEXT) IS NULL`` (NULL has no type)
 ``FROM (SELECT ...)``                     the same with an alias (PostgreSQL needs one)
-``INSERT INTO run_images ...``            ``... ON CONFLICT DO NOTHING`` (another writer)
+``INSERT INTO run_images ...``            with the image's truth, ``ON CONFLICT DO NOTHING``
 ========================================  ==============================================
 
 ``rowid`` needs no rewrite: the PostgreSQL tables that DuckDB code orders by ``rowid``
@@ -122,6 +122,24 @@ def _expand_all(select: exp.Select) -> None:
                 for i in range(len(select.expressions))]))
 
 
+_RUN_IMAGES_COLUMNS = ("run_key", "image_key", "status", "attempts", "scored_at")
+
+
+def _run_images_insert(tree: exp.Insert) -> str:
+    """An insert into ``run_images`` that also copies each image's ``labels``, ``split``
+    and ``current`` (what the count table reads without a join; see
+    :mod:`calibrate.store.pg_schema`) and skips an image another writer finished
+    meanwhile: it stays finished once."""
+    cols = ([c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema)
+            else list(_RUN_IMAGES_COLUMNS))
+    names = ", ".join(cols)
+    source = tree.expression.sql(dialect="postgres")
+    return (f"INSERT INTO run_images ({names}, labels, split, current) "
+            f"SELECT s.*, i.labels, i.split, i.current FROM ({source}) AS s({names}) "
+            "JOIN images AS i ON i.image_key = s.image_key "
+            "ON CONFLICT (run_key, image_key) DO NOTHING")
+
+
 @functools.lru_cache(maxsize=4096)
 def to_postgres(sql: str) -> tuple[str, ...]:
     """The PostgreSQL statements that do what one DuckDB statement does.
@@ -157,8 +175,7 @@ def to_postgres(sql: str) -> tuple[str, ...]:
     text = tree.sql(dialect="postgres")
     target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
     if isinstance(tree, exp.Insert) and target.name.lower() == "run_images":
-        # Another process may have finished the image meanwhile: it stays finished once.
-        text += " ON CONFLICT (run_key, image_key) DO NOTHING"
+        text = _run_images_insert(tree)
     if replace:
         keys, others = _REPLACE_KEYS[replace.group(1).lower()]
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in others)

@@ -197,10 +197,12 @@ class PostgresScoreStore(ScoreStore):
             return
         now = _utc_now()
         kept = {int(k) for (k,) in con.run_native(
-            """INSERT INTO run_images (run_key, image_key, status, attempts, scored_at)
-               SELECT %(run)s, k, s, a, %(now)s
+            """INSERT INTO run_images (run_key, image_key, status, attempts, scored_at,
+                                      labels, split, current)
+               SELECT %(run)s, t.k, t.s, t.a, %(now)s, i.labels, i.split, i.current
                FROM unnest(%(keys)s::BIGINT[], %(status)s::TEXT[], %(attempts)s::INTEGER[])
                     AS t(k, s, a)
+               JOIN images i ON i.image_key = t.k
                ON CONFLICT (run_key, image_key) DO NOTHING RETURNING image_key""",
             {"run": run_key, "keys": marks["image_key"], "status": marks["status"],
              "attempts": marks["attempts"], "now": now}).fetchall()}
