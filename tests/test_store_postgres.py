@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
+import pandas as pd
+
 import pytest
 
 from calibrate.store import StoreError, open_store
@@ -217,3 +220,60 @@ def test_the_flat_count_table_follows_corrected_labels_splits_and_retired_images
             got = parts.count_table("viam", "v1", label, split=split)
             assert base.table_equal(got, _table_of_scores(parts, label, split))
     assert parts.count_table("viam", "v1", "scratch").n_positive.sum() == 2
+
+
+# -- the same operations on both backends give the same answers ---------------------------
+
+
+def _same_frames(a, b):
+    drop = [c for c in ("run_id", "started_at", "finished_at", "failed_at") if c in a.columns]
+    pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop), check_dtype=False)
+
+
+def _drive(store):
+    """Runs, reuse, failures, floors, a removed dataset and detections, by the API."""
+    from tests.test_store_matches import _run, _scene
+
+    images, results = _scene(7)
+    store.add_images("parts", images, complete=True)
+    ids = [im.image_id for im in images]
+    _run(store, results, ids[:-2], failed=ids[-2:-1])
+    _, again = _scene(8)
+    _run(store, {**results, **{i: again[i] for i in ids[:10]}}, ids[:10])
+    store.add_images("copy", images[:5])
+    run = store.begin_run(detector="surface-defect", model_version="v1", dataset="copy",
+                          dataset_fingerprint="c", settings={}, labels=None,
+                          detection_floor=None)
+    reused = store.reuse_results(run, ids[:5])
+    store.set_detection_floor(run, 0.05)
+    store.record(run, [], [(ids[0], "retryable", "timeout", 3)])
+    store.remove_dataset("copy")
+    return reused
+
+
+def test_every_read_agrees_with_the_duckdb_store(store, tmp_path):
+    from calibrate.store import ScoreStore
+    from tests.test_store_matches import _same  # noqa: F401 - the reference is matching
+
+    with ScoreStore(tmp_path / "twin.duckdb") as duck:
+        assert _drive(duck) == _drive(store)
+        for name in ("versions", "failures", "runs"):
+            a, b = getattr(duck, name)(), getattr(store, name)()
+            _same_frames(a, b)
+        key = ("surface-defect", "v1")
+        assert duck.labels(*key) == store.labels(*key)
+        assert duck.truth_labels(*key) == store.truth_labels(*key)
+        assert duck.splits() == store.splits() and duck.n_failed(*key) == store.n_failed(*key)
+        for label in duck.labels(*key):
+            assert base.table_equal(duck.count_table(*key, label), store.count_table(*key, label))
+            a = duck.detection_count_table(*key, label)
+            b = store.detection_count_table(*key, label)
+            assert base.table_equal(a.table, b.table) and a.n_images == b.n_images
+            np.testing.assert_array_equal(a.detection_scores, b.detection_scores)
+        a = duck.detection_rows(*key, allow_incomplete=True)
+        b = store.detection_rows(*key, allow_incomplete=True)
+        assert a.detections.equals(b.detections) and a.objects.equals(b.objects)
+        # stored matches are reused on the second call, as in DuckDB
+        n = store._db().execute("SELECT count(*) FROM matches").fetchall()[0][0]
+        store.detection_count_table(*key, duck.labels(*key)[0])
+        assert store._db().execute("SELECT count(*) FROM matches").fetchall()[0][0] == n

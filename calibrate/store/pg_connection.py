@@ -40,11 +40,16 @@ class _NumericLoader(Loader):
         return int(value) if value == value.to_integral_value() else float(value)
 
 
+#: float4, float8 and numeric: NULLs of these read as NaN in a DataFrame.
+_FLOAT_OIDS = frozenset({700, 701, 1700})
+
+
 class PgResult:
     """The rows of one statement, read the ways the mixins read a DuckDB result."""
 
-    def __init__(self, names: list[str], rows: list[tuple]):
+    def __init__(self, names: list[str], rows: list[tuple], types: list[int] | None = None):
         self.names, self.rows = names, rows
+        self.types = types or [0] * len(names)
 
     def fetchall(self) -> list[tuple]:
         return self.rows
@@ -66,7 +71,11 @@ class PgResult:
     def df(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame.from_records(self.rows, columns=self.names)
+        df = pd.DataFrame.from_records(self.rows, columns=self.names)
+        for name, oid in zip(self.names, self.types):
+            if oid in _FLOAT_OIDS and df[name].dtype == object:
+                df[name] = df[name].astype("float64")  # NULL as NaN, as DuckDB gives it
+        return df
 
 
 def _pg_type(t: pa.DataType) -> str:
@@ -182,7 +191,8 @@ class PgConnection:
                 cur.execute(text, params)
                 if cur.description is None:
                     return PgResult([], [])
-                return PgResult([d.name for d in cur.description], cur.fetchall())
+                return PgResult([d.name for d in cur.description], cur.fetchall(),
+                                [d.type_code for d in cur.description])
         except psycopg.Error as exc:
             raise self._error(exc) from None
 
