@@ -182,9 +182,34 @@ def test_the_same_image_recorded_by_two_stores_is_stored_once(parts, pg_url):
     assert parts.scores("viam", "v1", "scratch").scores.max() == pytest.approx(0.4)
 
 
-def test_parquet_is_refused_with_a_reason(parts, tmp_path):
+def test_parquet_export_is_the_duckdb_stores_and_import_is_refused_with_a_reason(
+        parts, tmp_path):
+    from calibrate.store import ScoreStore
+
+    with ScoreStore(tmp_path / "twin.duckdb") as duck:
+        duck.add_images("parts", [image(i, ["scratch"] if i % 2 else [],
+                                        split="cal" if i < 4 else "test") for i in range(6)])
+        for st in (duck, parts):
+            run = begin(st, labels=["scratch"], detection_floor=0.1)
+            st.record(run, [("img000", det(("scratch", 0.9, base.Box(1, 2, 3, 4))), 1),
+                            ("img001", det(), 2)], [("img003", "image", "broken", 1)])
+            st.finish_run(run)
+            assert st.export_parquet(tmp_path / f"{type(st).__name__}.parquet") == 2
+            assert st.export_parquet(tmp_path / "none.parquet", detector="nobody") == 0
+    import pyarrow.parquet as pq
+
+    a = pq.read_table(tmp_path / "ScoreStore.parquet").drop(["run_id", "run_started_at",
+                                                              "run_finished_at"])
+    b = pq.read_table(tmp_path / "PostgresScoreStore.parquet").drop(
+        ["run_id", "run_started_at", "run_finished_at"])
+    assert [(f.name, f.type) for f in a.schema] == [(f.name, f.type) for f in b.schema]
+    assert a.to_pylist() == b.to_pylist()
+    with ScoreStore(tmp_path / "copy.duckdb") as copy:  # a PostgreSQL export imports
+        copy.import_parquet(tmp_path / "PostgresScoreStore.parquet", dataset="parts")
+        assert base.table_equal(copy.count_table("viam", "v1", "scratch"),
+                                parts.count_table("viam", "v1", "scratch"))
     with pytest.raises(StoreError, match="not available on a PostgreSQL store yet"):
-        parts.export_parquet(tmp_path / "x.parquet")
+        parts.import_parquet(tmp_path / "ScoreStore.parquet", dataset="parts")
 
 
 def test_a_failed_statement_rolls_back_and_the_store_goes_on(parts):

@@ -95,6 +95,20 @@ SELECT '-Infinity'::float8, t.n_pos - coalesce(sum(p.n_pos), 0), t.n_neg - coale
 FROM total t LEFT JOIN part p ON true GROUP BY t.n_pos, t.n_neg"""
 
 
+_TEXT, _FLOAT = pa.string(), pa.float64()
+#: The columns of :meth:`ScoreStore.export_parquet`, with the types DuckDB writes.
+_EXPORT_TYPES = {
+    "run_id": _TEXT, "detector": _TEXT, "model_version": _TEXT, "dataset": _TEXT,
+    "dataset_fingerprint": _TEXT, "run_settings": _TEXT, "run_labels": _TEXT,
+    "detection_floor": _FLOAT, "run_status": _TEXT, "run_started_at": pa.timestamp("us"),
+    "run_finished_at": pa.timestamp("us"), "image_id": _TEXT, "uri": _TEXT,
+    "content_hash": _TEXT, "split": _TEXT, "image_labels": pa.list_(_TEXT),
+    "attempts": pa.int32(), "label": _TEXT, "score": _FLOAT, "x_min": _FLOAT,
+    "y_min": _FLOAT, "x_max": _FLOAT, "y_max": _FLOAT, "box_unit": _TEXT,
+    "positive": pa.bool_(),
+}
+
+
 class PostgresScoreStore(ScoreStore):
     """The score store in a PostgreSQL database (see the module docstring).
 
@@ -294,13 +308,18 @@ class PostgresScoreStore(ScoreStore):
 
     # -- Parquet ------------------------------------------------------------------------
 
-    def export_parquet(self, path: str | Path, *, detector: str | None = None,
-                       model_version: str | None = None) -> int:
-        raise StoreError(
-            "export_parquet is not available on a PostgreSQL store yet; export the "
-            "scores in the flat layout instead (calibrate.store.sources), or copy the "
-            "runs into a DuckDB store first."
-        )
+    def _write_parquet(self, query: str, params: dict, path: Path) -> None:
+        # The rows come through the connection; the file has the DuckDB export's types.
+        import pyarrow.parquet as pq
+
+        result = self._db().execute(query, params)
+        cols = dict(zip(result.names, zip(*result.rows))) if result.rows else {}
+        table = pa.table({name: pa.array(list(cols.get(name, ())), kind)
+                          for name, kind in _EXPORT_TYPES.items()})
+        try:
+            pq.write_table(table, str(path))
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"exporting to {path} failed: {exc}") from exc
 
     def import_parquet(self, path: str | Path, *, dataset: str) -> str:
         raise StoreError(
