@@ -15,6 +15,7 @@ import pandas as pd
 
 import pytest
 
+from calibrate.errors import InputError
 from calibrate.store import StoreError, open_store
 from calibrate.store.location import redact_url
 from calibrate.store.pg_sql import to_postgres
@@ -182,7 +183,7 @@ def test_the_same_image_recorded_by_two_stores_is_stored_once(parts, pg_url):
     assert parts.scores("viam", "v1", "scratch").scores.max() == pytest.approx(0.4)
 
 
-def test_parquet_export_is_the_duckdb_stores_and_import_is_refused_with_a_reason(
+def test_parquet_export_and_import_work_as_on_the_duckdb_store(
         parts, tmp_path):
     from calibrate.store import ScoreStore
 
@@ -208,8 +209,18 @@ def test_parquet_export_is_the_duckdb_stores_and_import_is_refused_with_a_reason
         copy.import_parquet(tmp_path / "PostgresScoreStore.parquet", dataset="parts")
         assert base.table_equal(copy.count_table("viam", "v1", "scratch"),
                                 parts.count_table("viam", "v1", "scratch"))
-    with pytest.raises(StoreError, match="not available on a PostgreSQL store yet"):
-        parts.import_parquet(tmp_path / "ScoreStore.parquet", dataset="parts")
+    # ... and the DuckDB export imports into PostgreSQL, as into a DuckDB file.
+    new_run = parts.import_parquet(tmp_path / "ScoreStore.parquet", dataset="parts")
+    assert parts.run_info(new_run).settings["imported_from"]["file"].endswith("ScoreStore.parquet")
+    with ScoreStore(tmp_path / "copy2.duckdb") as copy:
+        copy.import_parquet(tmp_path / "ScoreStore.parquet", dataset="parts")
+        for label in ("scratch", "dent"):
+            assert base.table_equal(copy.count_table("viam", "v1", label),
+                                    parts.count_table("viam", "v1", label))
+            assert base.as_dict(copy.scores("viam", "v1", label)) == base.as_dict(
+                parts.scores("viam", "v1", label))
+    with pytest.raises(InputError, match="no Parquet file"):
+        parts.import_parquet(tmp_path / "missing.parquet", dataset="parts")
 
 
 def test_a_failed_statement_rolls_back_and_the_store_goes_on(parts):

@@ -109,6 +109,16 @@ _EXPORT_TYPES = {
 }
 
 
+#: A staged run's rows as ``_write_rows`` takes them (no result: a NULL label).
+_STAGED_ROWS_SQL = """
+SELECT i.image_id, res.label, res.score, ri.attempts, res.x_min, res.y_min, res.x_max,
+       res.y_max, res.box_unit
+FROM run_images ri JOIN images i ON i.image_key = ri.image_key
+LEFT JOIN results res ON res.run_key = ri.run_key AND res.image_key = ri.image_key
+WHERE ri.run_key = {run} AND ri.status = 'scored'
+ORDER BY ri.image_key, res.rowid"""
+
+
 class PostgresScoreStore(ScoreStore):
     """The score store in a PostgreSQL database (see the module docstring).
 
@@ -322,8 +332,33 @@ class PostgresScoreStore(ScoreStore):
             raise StoreError(f"exporting to {path} failed: {exc}") from exc
 
     def import_parquet(self, path: str | Path, *, dataset: str) -> str:
-        raise StoreError(
-            "import_parquet is not available on a PostgreSQL store yet; import the file "
-            "into a DuckDB store (calibrate import-scores --store file.duckdb), or write "
-            "its rows with write_results_frame."
-        )
+        """As :meth:`ScoreStore.import_parquet`: the file is read and checked by an
+        in-memory DuckDB store (the same rules, the same errors), whose runs are then
+        copied in, in one transaction."""
+        with ScoreStore(":memory:") as staged:
+            last = staged.import_parquet(path, dataset=dataset)
+            runs = staged._db().execute(
+                "SELECT run_key, run_id, detector, model_version, dataset_fingerprint, "
+                "settings, labels, detection_floor, status, started_at, finished_at "
+                "FROM runs ORDER BY run_key").fetchall()
+            images = staged._db().sql(
+                "SELECT image_id, uri, content_hash, labels, split FROM images "
+                "WHERE current ORDER BY image_key").to_arrow_table()
+            rows = {run[0]: staged._db().sql(_STAGED_ROWS_SQL.format(run=int(run[0])))
+                    .to_arrow_table() for run in runs}
+        with self._lock:
+            self._require_writable("import results")
+            with self._transaction(f"importing {path}") as con:
+                self._lock_dataset(con, dataset)
+                con.register("_calibrate_import_images", images)
+                self._upsert_images(con, dataset, "_calibrate_import_images")
+                con.unregister("_calibrate_import_images")
+                for (key, run_id, det, ver, fp, settings, labels, floor, status, started,
+                     finished) in runs:
+                    run_key = self._insert_run(con, run_id, det, ver, dataset, fp, settings,
+                                               labels, floor, status, started, finished)
+                    con.register("_calibrate_import_rows", rows[key])
+                    self._write_rows(con, run_key, dataset,
+                                     "SELECT * FROM _calibrate_import_rows", has_box=True)
+                    con.unregister("_calibrate_import_rows")
+        return last
