@@ -121,20 +121,61 @@ def test_killing_one_of_two_processes_then_resuming_finishes_every_image_once(
             [i for i in scores.scores if i > float("-inf")])
 
 
-def test_thresholds_from_postgresql_equal_those_from_the_duckdb_file(parts_store, pg_url):
-    manifest, duck = parts_store
+@pytest.fixture(scope="module")
+def pg_parts(pg_server, parts_store):
+    """The bundled parts set scored by v1 and v2 into PostgreSQL (as parts_store's file)."""
+    manifest, _ = parts_store
+    url = pg_server.new_database()
     for version in ("v1", "v2"):
         res = runner.invoke(app, ["score", "--dataset", str(manifest), "--detector",
                                   "surface-defect", "--model-version", version, "--store",
-                                  pg_url, "--no-progress", "--concurrency", "1"])
+                                  url, "--no-progress", "--concurrency", "1"])
         assert res.exit_code == 0, res.output
-    got = {}
-    for store in (str(duck), pg_url):
-        res = runner.invoke(app, ["thresholds", "--store", store, "--policy", str(PARTS_POLICY),
-                                  "--format", "json"])
-        assert res.exit_code == 0, res.output
-        got[store] = json.loads(res.stdout)
-    assert got[str(duck)] and got[str(duck)] == got[pg_url]
+    return url
+
+
+def _same_output(args, duck, url):
+    """Run a command on the file and on PostgreSQL: the same exit code and output."""
+    outs = []
+    for store in (str(duck), url):
+        res = runner.invoke(app, [a.replace("STORE", store) for a in args],
+                            env={"COLUMNS": "200"})
+        outs.append((res.exit_code, res.stdout.replace(store, "STORE")))
+    assert outs[0] == outs[1]
+    return outs[0]
+
+
+def test_thresholds_from_postgresql_equal_those_from_the_duckdb_file(parts_store, pg_parts):
+    _, duck = parts_store
+    code, out = _same_output(["thresholds", "--store", "STORE", "--policy", str(PARTS_POLICY),
+                              "--format", "json"], duck, pg_parts)
+    assert code == 0 and json.loads(out)
+
+
+def test_check_calibration_report_and_runs_work_unchanged(parts_store, pg_parts, tmp_path):
+    _, duck = parts_store
+    deployed = tmp_path / "thresholds.json"
+    # The test server trusts every connection, so a password in the URL is accepted and
+    # ignored: what matters here is that it is written and shown nowhere.
+    with_password = pg_parts.replace("postgres@", "postgres:s3cret@")
+    res = runner.invoke(app, ["thresholds", "--store", with_password, "--policy",
+                              str(PARTS_POLICY), "--model-version", "v1", "--split",
+                              "calibration", "-o", str(deployed)])
+    assert res.exit_code == 0, res.output
+    assert "s3cret" not in res.output and "s3cret" not in deployed.read_text()
+    assert "postgres:***@" in deployed.read_text()  # the source, redacted
+    code, out = _same_output(["check", str(deployed), "--store", "STORE", "--model-version",
+                              "v2", "--split", "test"], duck, pg_parts)
+    assert code == 1 and "FAILED" in out
+    code, out = _same_output(["calibration", "--store", "STORE", "--policy", str(PARTS_POLICY),
+                              "--split", "calibration"], duck, pg_parts)
+    assert code == 0
+    res = runner.invoke(app, ["report", "--store", pg_parts, "--policy", str(PARTS_POLICY),
+                              "--out", str(tmp_path / "rep"), "--model-version", "v1"])
+    assert res.exit_code == 0, res.output
+    assert "crack" in (tmp_path / "rep" / "index.html").read_text()
+    res = runner.invoke(app, ["runs", "--store", pg_parts], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "surface-defect" in res.stdout
 
 
 def test_a_bad_url_is_one_line_with_exit_2_and_no_password(tmp_path):
