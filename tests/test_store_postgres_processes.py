@@ -184,3 +184,21 @@ def test_a_bad_url_is_one_line_with_exit_2_and_no_password(tmp_path):
     assert res.exit_code == 2
     assert "s3cret" not in res.output and "@127.0.0.1:1/x" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_a_study_file_may_name_a_postgresql_store(tmp_path, pg_url):
+    from calibrate.store import StoreURL
+    from calibrate.study import load_study, run_study
+    from tests.test_study import make_dataset, tally, write_study
+
+    make_dataset(tmp_path / "data")
+    path = write_study(tmp_path)
+    path.write_text(path.read_text().replace('store = "toy.duckdb"', f'store = "{pg_url}"'))
+    study = load_study(path)
+    assert isinstance(study.store, StoreURL) and study.store == pg_url
+    run_study(study, progress=False)
+    n = len(tally(tmp_path))
+    run_study(load_study(path), progress=False)  # a re-run scores nothing again
+    assert len(tally(tmp_path)) == n > 0
+    assert (tmp_path / "out" / "thresholds.json").exists()
+    assert not (tmp_path / "postgresql:").exists()  # the URL was never taken for a folder
