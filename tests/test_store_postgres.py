@@ -289,7 +289,6 @@ def _drive(store):
 
 def test_every_read_agrees_with_the_duckdb_store(store, tmp_path):
     from calibrate.store import ScoreStore
-    from tests.test_store_matches import _same  # noqa: F401 - the reference is matching
 
     with ScoreStore(tmp_path / "twin.duckdb") as duck:
         assert _drive(duck) == _drive(store)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
