@@ -85,14 +85,14 @@ WITH part AS (
     WHERE run_key = %(run)s AND label = %(label)s AND current {split}
     GROUP BY score),
 total AS (
-    SELECT count(*) FILTER (WHERE %(label)s = ANY(labels)) AS n_pos,
-           count(*) FILTER (WHERE NOT (%(label)s = ANY(labels))) AS n_neg
+    SELECT count(*) FILTER (WHERE %(label)s = ANY(labels)) AS n_pos, count(*) AS n
     FROM run_images
     WHERE run_key = %(run)s AND status = 'scored' AND current {split})
 SELECT score, n_pos, n_neg FROM part
 UNION ALL
-SELECT '-Infinity'::float8, t.n_pos - coalesce(sum(p.n_pos), 0), t.n_neg - coalesce(sum(p.n_neg), 0)
-FROM total t LEFT JOIN part p ON true GROUP BY t.n_pos, t.n_neg"""
+SELECT '-Infinity'::float8, t.n_pos - coalesce(sum(p.n_pos), 0),
+       t.n - t.n_pos - coalesce(sum(p.n_neg), 0)
+FROM total t LEFT JOIN part p ON true GROUP BY t.n_pos, t.n"""
 
 
 _TEXT, _FLOAT = pa.string(), pa.float64()
