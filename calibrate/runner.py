@@ -13,6 +13,13 @@ images the matching run already finished), schedule (:class:`calibrate.scheduler
 calls the detector in a thread or process pool, with the rate limit, retries, timeouts
 and the call budget) and finish (commit the rest, close the run with its status).
 
+Several processes may score the same (detector, model version, dataset) into one
+shared PostgreSQL store at once: the run is found or begun under the store's
+:meth:`~calibrate.store.ScoreStore.run_lock`, so they share it, and each image is claimed
+(:meth:`~calibrate.store.ScoreStore.claim_images`) a chunk at a time as the scheduler takes
+it, so no image is sent twice; a killed process's claims are taken over. On a DuckDB file
+(one writer) both are no-ops.
+
 A run never outlives its process, nor leaves anything behind it: SIGTERM is handled
 like Ctrl-C (:func:`stop_on_sigterm`: what finished is committed and the run is marked
 interrupted); process-pool workers end with their parent even when it is killed with
