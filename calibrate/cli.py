@@ -68,6 +68,14 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+def _store_location(value):
+    """A ``--store`` value: a DuckDB file path, or a PostgreSQL URL (printed without its
+    password). Imported when parsed, so that commands without a store never load it."""
+    from calibrate.store.location import store_location
+
+    return store_location(value)
+
+
 def _console(stderr: bool = False) -> Console:
     # Piped output (CI logs, tickets) is not squeezed to 80 columns: tables stay legible.
     stream = sys.stderr if stderr else sys.stdout
@@ -212,7 +220,8 @@ def thresholds(
     ] = None,
     store: Annotated[
         Optional[Path],
-        typer.Option("--store", help="Read the scores from this store instead of a file."),
+        typer.Option("--store", parser=_store_location,
+                     help="Read the scores from this store (a file or postgresql:// URL)."),
     ] = None,
     scores_dataset: ScoresDatasetOption = None,
     round_to: RoundToOption = None,
@@ -578,7 +587,9 @@ def _parse_options(pairs: list[str] | None) -> dict[str, object]:
 
 
 StoreOption = Annotated[
-    Path, typer.Option("--store", help="The score store (a DuckDB file; created if missing).")
+    Path, typer.Option("--store", parser=_store_location,
+                       help="The score store: a DuckDB file (created if missing) or a "
+                       "postgresql:// URL.")
 ]
 
 
@@ -607,7 +618,8 @@ def score(
         typer.Option(help="Model version to run or record; scores are only comparable within one."),
     ] = None,
     store: Annotated[
-        Path, typer.Option("--store", help="The score store (a DuckDB file; created if "
+        Path, typer.Option("--store", parser=_store_location,
+                     help="The score store (a DuckDB file, or a postgresql:// URL; created if "
                            "missing, but not by --dry-run).")
     ] = Path("calibrate.duckdb"),
     concurrency: Annotated[
@@ -661,7 +673,7 @@ def score(
     from calibrate.pricing import estimate_cost
     from calibrate.ray_engine import RayOptions
     from calibrate.runner import RunOptions, Terminated, plan_run, stop_on_sigterm
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
 
     def show_plan(o) -> None:
         if o.estimate is not None:
@@ -677,7 +689,7 @@ def score(
         labeled = read_manifest(dataset)
         exists = store.exists()
         with workflow.open_detector(detector, model_version, _parse_options(option)) as det, \
-                ScoreStore(store if exists else ":memory:", read_only=exists) as st:
+                open_store(store if exists else ":memory:", read_only=exists) as st:
             plan = plan_run(labeled, det, st, opts)
             show_plan(workflow.ScoreOutcome(labeled, det.name, det.model_version, plan,
                                             estimate_cost(det, plan.to_score, price_file)))
@@ -753,7 +765,7 @@ def import_scores_cmd(
     truth, boxes included, so it can be calibrated per image and per detection.
     """
     from calibrate.detectors.precomputed import import_coco_results, import_scores
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
 
     try:
         is_json = scores_file.suffix.lower() == ".json"
@@ -764,7 +776,7 @@ def import_scores_cmd(
                 f"--ground-truth goes with a COCO results .json, not {scores_file.name}; "
                 "a CSV or Parquet table carries its truth in its 'truth' column."
             )
-        with ScoreStore(store) as st:
+        with open_store(store) as st:
             if ground_truth is not None:
                 runs = [import_coco_results(st, scores_file, ground_truth, dataset=dataset,
                                             detector=detector, model_version=model_version)]
@@ -782,18 +794,19 @@ def import_scores_cmd(
 @app.command()
 def runs(
     store: Annotated[
-        Path, typer.Option("--store", help="The score store to list (a DuckDB file; it must "
+        Path, typer.Option("--store", parser=_store_location,
+                     help="The score store to list (a DuckDB file or postgresql:// URL; it must "
                            "exist: 'calibrate score' creates it).")
     ] = Path("calibrate.duckdb"),
     failures: Annotated[bool, typer.Option("--failures", help="List failed images too.")] = False,
 ) -> None:
     """List the runs and model versions in a store."""
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
 
     if not store.exists():
         _fail(CalibrateError(f"no score store at {store}; create one with 'calibrate score'."))
     try:
-        with ScoreStore(store, read_only=True) as st:
+        with open_store(store, read_only=True) as st:
             frame = st.runs()
             fails = st.failures() if failures else None
     except CalibrateError as exc:
@@ -863,7 +876,8 @@ def export_cmd(
     ] = None,
     store: Annotated[
         Optional[Path],
-        typer.Option("--store", help="Viam: read every label the model emits from this store."),
+        typer.Option("--store", parser=_store_location,
+                     help="Viam: read every label the model emits from this store."),
     ] = None,
     detector: Annotated[Optional[str], typer.Option(help="Which detector's entries.")] = None,
     model_version: Annotated[Optional[str], typer.Option(help="Which model version's entries.")] = None,
@@ -929,9 +943,9 @@ def export_cmd(
         if output is None and not (to is ExportTarget.viam and machine_config):
             raise CalibrateError(f"--to {to.value} needs --output FILE.")
         if store is not None:
-            from calibrate.store import ScoreStore
+            from calibrate.store import open_store
 
-            with ScoreStore(store, read_only=True) as st:
+            with open_store(store, read_only=True) as st:
                 result = export_to(to.value, tf, output, store=st, detector=detector,
                                    model_version=model_version, **options)
         else:
@@ -962,7 +976,8 @@ class CheckFormat(str, Enum):
 @app.command()
 def check(
     thresholds_file: Annotated[Path, typer.Argument(help="The deployed thresholds file.")],
-    store: Annotated[Path, typer.Option("--store", help="Store with the candidate's scores.")],
+    store: Annotated[Path, typer.Option("--store", parser=_store_location,
+                                             help="Store with the candidate's scores.")],
     model_version: Annotated[
         str, typer.Option(help="The candidate model version to check.", show_default=False)
     ],
@@ -1007,12 +1022,12 @@ def check(
 
     from calibrate import workflow
     from calibrate.check import COLUMNS, FAIL, INSUFFICIENT, check_thresholds
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
     from calibrate.thresholds_file import read_thresholds_file
 
     try:
         tf = read_thresholds_file(thresholds_file)
-        with ScoreStore(workflow.existing_store(store, hint="score the candidate first"),
+        with open_store(workflow.existing_store(store, hint="score the candidate first"),
                         read_only=True, allow_incomplete=allow_incomplete) as st:
             report = check_thresholds(
                 tf, st, model_version=model_version, detector=detector,
@@ -1066,7 +1081,7 @@ def check(
 @app.command()
 def report(
     store: Annotated[
-        Path, typer.Option("--store", help="The score store to report on.")
+        Path, typer.Option("--store", parser=_store_location, help="The score store to report on.")
     ] = Path("calibrate.duckdb"),
     policy: Annotated[
         Optional[Path],
@@ -1113,12 +1128,12 @@ def report(
     """
     from calibrate import workflow
     from calibrate.report import write_report
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
 
     try:
         workflow.existing_store(store)
         policies = workflow.policies_from(policy)
-        with ScoreStore(store, read_only=True, allow_incomplete=allow_incomplete) as st:
+        with open_store(store, read_only=True, allow_incomplete=allow_incomplete) as st:
             result = write_report(
                 st, policies, out_dir, detector=detector, model_versions=model_version,
                 split=split, held_out=held_out, title=title,

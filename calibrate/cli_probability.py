@@ -36,6 +36,14 @@ class ReportFormat(str, Enum):
     json = "json"
 
 
+def _store_location(value):
+    """A ``--store`` value: a DuckDB file path, or a PostgreSQL URL (printed without its
+    password). Imported when parsed, so that commands without a store never load it."""
+    from calibrate.store.location import store_location
+
+    return store_location(value)
+
+
 def _console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and "COLUMNS" not in os.environ
@@ -155,7 +163,7 @@ def _add_to(path: Path, tf, cals) -> None:
 
 
 def calibration_cmd(
-    store: Annotated[Path, typer.Option("--store", help="The score store.")],
+    store: Annotated[Path, typer.Option("--store", parser=_store_location, help="The score store.")],
     policy: Annotated[Optional[Path], typer.Option(
         help="Policy file (costs, line prevalence per label, limits).")] = None,
     detector: Annotated[Optional[str], typer.Option(help="Only this detector.")] = None,
@@ -188,7 +196,7 @@ def calibration_cmd(
     from calibrate import workflow
     from calibrate.probability import map_file_name
     from calibrate.score_meaning import label_calibrations
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
 
     out = _console()
     try:
@@ -197,7 +205,7 @@ def calibration_cmd(
             store, policies, detector=detector, model_version=model_version, labels=label,
             split=split, held_out=held_out)
         tf = None if add_to is None else _check_add_to(add_to, outcome.calibrated)
-        with ScoreStore(workflow.existing_store(store), read_only=True) as st:
+        with open_store(workflow.existing_store(store), read_only=True) as st:
             cals = label_calibrations(st, outcome.calibrated, policies=policies,
                                       datasets=outcome.datasets, n_bands=bands)
         if add_to is not None:
@@ -247,7 +255,7 @@ def monitor_cmd(
     thresholds_file: Annotated[Path, typer.Option(
         "--thresholds", help="The deployed thresholds file.")],
     store: Annotated[Path, typer.Option(
-        "--store", help="Store with the deployed version's calibration data.")],
+        "--store", parser=_store_location, help="Store with the deployed version's calibration data.")],
     detector: Annotated[Optional[str], typer.Option(help="Detector (default: the file's).")] = None,
     model_version: Annotated[Optional[str], typer.Option(
         help="Deployed version, if the file holds several.")] = None,
@@ -280,7 +288,7 @@ def monitor_cmd(
     """
     from calibrate import workflow
     from calibrate.monitor import COLUMNS, label_next, monitor_scores, read_production_scores
-    from calibrate.store import ScoreStore
+    from calibrate.store import open_store
     from calibrate.thresholds_file import read_thresholds_file
 
     out = _console()
@@ -291,7 +299,7 @@ def monitor_cmd(
             raise CalibrateError(f"--resamples must be at least 20, got {resamples}.")
         prod = read_production_scores(production)
         tf = read_thresholds_file(thresholds_file)
-        with ScoreStore(workflow.existing_store(store), read_only=True) as st:
+        with open_store(workflow.existing_store(store), read_only=True) as st:
             report = monitor_scores(prod, tf, st, detector=detector,
                                     model_version=model_version, split=split or None,
                                     window=window, alpha=alpha, n_resamples=resamples,

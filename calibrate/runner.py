@@ -13,6 +13,13 @@ images the matching run already finished), schedule (:class:`calibrate.scheduler
 calls the detector in a thread or process pool, with the rate limit, retries, timeouts
 and the call budget) and finish (commit the rest, close the run with its status).
 
+Several processes may score the same (detector, model version, dataset) into one
+shared PostgreSQL store at once: the run is found or begun under the store's
+:meth:`~calibrate.store.ScoreStore.run_lock`, so they share it, and each image is claimed
+(:meth:`~calibrate.store.ScoreStore.claim_images`) a chunk at a time as the scheduler takes
+it, so no image is sent twice; a killed process's claims are taken over. On a DuckDB file
+(one writer) both are no-ops.
+
 A run never outlives its process, nor leaves anything behind it: SIGTERM is handled
 like Ctrl-C (:func:`stop_on_sigterm`: what finished is committed and the run is marked
 interrupted); process-pool workers end with their parent even when it is killed with
@@ -592,7 +599,10 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     opts = options or RunOptions()
     t0 = time.monotonic()
     with stop_on_sigterm():
-        start = _open_run(dataset, detector, store, opts)
+        # Processes scoring the same pair at once (a shared PostgreSQL store) find or
+        # begin the run one at a time, so they share it.
+        with store.run_lock(detector.name, detector.model_version, dataset.name):
+            start = _open_run(dataset, detector, store, opts)
         if not start.todo:
             return _close_without_calls(start, store, t0)
         fatal = _schedule(start, detector, store, opts, t0)
@@ -631,7 +641,8 @@ def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: fl
     status = "finished"
     try:
         with bar:
-            status = scheduler.run(start.todo)
+            status = scheduler.run(_claimed(store, start.run_id, start.todo,
+                                            max(2 * config.concurrency, 16)))
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -641,6 +652,16 @@ def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: fl
     finally:
         _finish(start, detector, store, pool, writer, scheduler.tally, status, t0)
     return scheduler.fatal
+
+
+def _claimed(store, run_id: str, todo: list, chunk: int) -> Iterator:
+    """The images of ``todo`` this process may score, claimed a chunk at a time as the
+    scheduler takes them: another process sharing the run (PostgreSQL) keeps the images
+    it claimed, and takes over the rest of this one's if it is killed."""
+    for begin in range(0, len(todo), chunk):
+        part = todo[begin:begin + chunk]
+        mine = store.claim_images(run_id, [img.image_id for img in part])
+        yield from (img for img in part if img.image_id in mine)
 
 
 def _finish(start: _Start, detector, store, pool: FuturesPool, writer: _Writer,

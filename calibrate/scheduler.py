@@ -37,7 +37,7 @@ import time
 from collections import deque
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 __all__ = [
     "Clock",
@@ -388,6 +388,7 @@ class Scheduler:
         self.tally = Tally()
         self.fatal: str | None = None
         self._todo: deque = deque()
+        self._items: Iterator = iter(())
         self._retry_heap: list[tuple[float, int, Any, int]] = []  # (ready_at, seq, item, attempts)
         self._seq = 0
         # future -> (item, attempt number, [start time once the call really runs])
@@ -411,9 +412,11 @@ class Scheduler:
             ``"failed"`` when :attr:`fatal` says why; ``"call_budget"`` when
             ``max_calls`` stopped it with items left.
         """
-        self._todo.extend(items)
+        # Items are taken from the iterable as calls are dispatched, not all up front: a
+        # runner sharing a run with other processes claims images as it goes.
+        self._items = iter(items)
         try:
-            while self._todo or self._retry_heap or self._in_flight:
+            while self._has_todo() or self._retry_heap or self._in_flight:
                 self._dispatch()
                 if self._in_flight:
                     self._collect(self.pool.wait(max(self._wake(), _MIN_WAIT)))
@@ -425,7 +428,15 @@ class Scheduler:
             self._flush()
         if self.fatal is not None:
             return "failed"
+        if not self._todo:
+            self._todo.extend(itertools.islice(self._items, 1))  # stopped with items left?
         return "call_budget" if self._todo or self._retry_heap else "finished"
+
+    def _has_todo(self) -> bool:
+        """Whether an item is left, taking the next one from the iterable if needed."""
+        if not self._todo and not self._over_budget():
+            self._todo.extend(itertools.islice(self._items, 1))
+        return bool(self._todo)
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -444,7 +455,7 @@ class Scheduler:
         while self._can_dispatch():
             if self._retry_heap and self._retry_heap[0][0] <= self.clock.monotonic():
                 _, _, item, attempts = heapq.heappop(self._retry_heap)
-            elif self._todo:
+            elif self._has_todo():
                 item, attempts = self._todo.popleft(), 0
             else:
                 return

@@ -65,7 +65,7 @@ from calibrate.report.html import build_report
 from calibrate import ray_engine
 from calibrate.ray_engine import RayOptions
 from calibrate.runner import RunOptions, score_dataset
-from calibrate.store import ScoreStore
+from calibrate.store import open_store, store_location
 from calibrate.thresholds import LabelThreshold, choose_thresholds_from_store
 from calibrate.thresholds_file import thresholds_file_from_results, write_thresholds_file
 from calibrate.tomlfile import (  # noqa: F401 - key_lines: kept importable from here
@@ -298,10 +298,18 @@ def load_study(path) -> Study:
         policies=_read_policies(r, data), exports=_read_exports(r, data),
         split=r.string(("split",), data["split"]) if "split" in data else None,
         held_out=r.string(("held_out",), data["held_out"]) if "held_out" in data else None,
-        store=r.rel(r.string(("store",), data.get("store", "calibrate.duckdb"))),
+        store=_store(r, data.get("store", "calibrate.duckdb")),
         report_dir=r.rel(r.string(("report",), data.get("report", f"reports/{name}"))),
         run=_read_run(r, data), _locator=loc, **_read_engine(r, data),
     )
+
+
+def _store(r, value: Any):
+    """The study's store: a path relative to the study file, or a PostgreSQL URL as is
+    (give its password in PGPASSWORD or ~/.pgpass, never in the study file)."""
+    text = r.string(("store",), value)
+    location = store_location(text)
+    return location if not isinstance(location, Path) else r.rel(text)
 
 
 def _read_detectors(r: _Reader, data: dict) -> tuple[DetectorSpec, ...]:
@@ -677,8 +685,9 @@ def run_study(study, *, progress: bool = True, run_options=None,
     _check_against_dataset(study, labeled)
     opts = run_options or RunOptions(progress=progress, **study.run)
     result = StudyResult(study)
-    ensure_folder(study.store.parent)
-    with ScoreStore(study.store) as store:
+    if isinstance(study.store, Path):
+        ensure_folder(study.store.parent)
+    with open_store(study.store) as store:
         keys = _score_all(study, labeled, store, opts, result)
         if keys is None:
             result.elapsed = time.monotonic() - t0

@@ -25,7 +25,7 @@ from calibrate.pricing import estimate_cost
 from calibrate import ray_engine
 from calibrate.ray_engine import RayOptions
 from calibrate.runner import RunOptions, plan_run, score_dataset
-from calibrate.store import ScoreStore
+from calibrate.store import open_store, store_location
 from calibrate.store.selection import incomplete_message, overlap_message
 from calibrate.store.sources import ScoresDataset, choose_thresholds_from_dataset
 from calibrate.thresholds import LabelThreshold, choose_thresholds, choose_thresholds_from_store
@@ -76,8 +76,9 @@ def open_detector(name: str, model_version: str | None = None,
 
 
 def existing_store(path, *, hint: str = "fill one with 'calibrate score'") -> Path:
-    """``path`` when a store file is there, else a one-line error saying what to do."""
-    p = Path(path)
+    """``path`` when a store file is there (or a PostgreSQL URL: the server says whether
+    it is there), else a one-line error saying what to do."""
+    p = store_location(path)
     if not p.exists():
         raise InputError(f"no score store at {p}; {hint}.")
     return p
@@ -187,7 +188,7 @@ def score(dataset, detector: str, store, *, model_version: str | None = None,
         ray_engine.require_ray()  # before a store file is created for nothing
     labeled = read_manifest(dataset)
     opts = run_options or RunOptions()
-    with open_detector(detector, model_version, options) as det, ScoreStore(store) as st:
+    with open_detector(detector, model_version, options) as det, open_store(store) as st:
         plan = plan_run(labeled, det, st, opts)
         out = ScoreOutcome(labeled, det.name, det.model_version, plan)
         if getattr(det, "billable", False) or dry_run:
@@ -283,7 +284,7 @@ def choose_from_store(path, policies: PolicySet, *, detector: str | None = None,
         version's latest run is incomplete and that is not allowed (the message says
         the command that resumes it).
     """
-    with ScoreStore(existing_store(path), read_only=True) as st:
+    with open_store(existing_store(path), read_only=True) as st:
         versions = st.versions()
         known = {(r.detector, r.model_version): set(r.labels) | set(
             st.truth_labels(r.detector, r.model_version)) for r in versions.itertuples()}

@@ -47,7 +47,7 @@ from calibrate.report.explorer import explorer_data
 from calibrate.report.parts import part_blocks
 from calibrate.report.figures.base import OPTION_TITLES, shown_option, threshold_kind
 from calibrate.report.meaning import meaning_sections
-from calibrate.store import ScoreStore
+from calibrate.store import ScoreStore, open_store, store_location
 from calibrate.thresholds import (
     LabelThreshold,
     choose_thresholds_from_store,
@@ -866,10 +866,10 @@ def write_report(
     if isinstance(store_path_or_store, ScoreStore):
         store, owned = store_path_or_store, False
     else:
-        path = Path(store_path_or_store)
+        path = store_location(store_path_or_store)
         if not path.exists():
             raise InputError(f"no score store at {path}; fill one with 'calibrate score'.")
-        store, owned = ScoreStore(path, read_only=True), True
+        store, owned = open_store(path, read_only=True), True
     try:
         if out_dir is None:
             out_dir = Path("reports") / store.path.stem

@@ -1,6 +1,9 @@
-"""The score store: every run, image, score and failure in one embedded DuckDB file.
+"""The score store: every run, image, score and failure in one embedded DuckDB file, or
+in a PostgreSQL database shared by a team.
 
-A project keeps one store file (``calibrate.duckdb`` by default). The runner writes
+A project keeps one store file (``calibrate.duckdb`` by default); a team that scores
+from several processes at once opens a PostgreSQL database instead
+(``open_store("postgresql://user@host/db")``: the same methods and results). The runner writes
 into it as images are scored, so an interrupted run resumes where it stopped; the
 curves read from it one ``(detector, model version, label)`` at a time, either as
 image-level score arrays (:meth:`ScoreStore.scores`) or as a count table aggregated
@@ -89,6 +92,8 @@ settings pass through :func:`redact_secrets` first.
 
 The package's parts
 -------------------
+:func:`open_store`
+    Opens a DuckDB file or a PostgreSQL URL (:mod:`.location` parses and redacts it).
 :mod:`.schema`
     Table definitions, :data:`SCHEMA_VERSION` and the migrations of older files.
 :mod:`.images`
@@ -118,6 +123,14 @@ The package's parts
 :mod:`.model`, :mod:`.errors`
     The constants, records and errors the parts share; :mod:`._base` holds the
     connection and its transactions.
+:mod:`.postgres`
+    :class:`~calibrate.store.postgres.PostgresScoreStore`: the store on PostgreSQL, for
+    several writers at once (runs shared under a lock, images claimed before they are
+    scored, a flat per-run, per-label score table for the count table).
+:mod:`.pg_sql`, :mod:`.pg_connection`, :mod:`.pg_schema`
+    The mixins' DuckDB SQL translated to PostgreSQL (sqlglot, cached), a psycopg 3
+    connection that answers as a DuckDB one does, and the PostgreSQL tables (schema
+    version 5, created natively; no migrations).
 
 :class:`ScoreStore` is composed of one mixin class per part.
 """
@@ -152,6 +165,7 @@ from calibrate.store.parquet import ParquetMixin
 from calibrate.store.reads import ReadsMixin
 from calibrate.store.reuse import ReuseMixin
 from calibrate.store.schema import SCHEMA_VERSION, SchemaMixin
+from calibrate.store.location import StoreURL, is_store_url, redact_url, store_location
 
 __all__ = [
     "DEFAULT_PATH",
@@ -168,8 +182,13 @@ __all__ = [
     "SchemaVersionError",
     "ScoreStore",
     "StoreError",
+    "StoreURL",
     "VersionData",
+    "is_store_url",
+    "open_store",
     "redact_secrets",
+    "redact_url",
+    "store_location",
 ]
 
 
@@ -235,3 +254,42 @@ class ScoreStore(SchemaMixin, ReadsMixin, MatchesMixin, ReuseMixin, ParquetMixin
             self._con.close()
             self._con = None
             raise
+
+
+def open_store(location: str | Path = DEFAULT_PATH, *, read_only: bool = False,
+               allow_incomplete: bool = False) -> ScoreStore:
+    """Open the score store at a file path or a PostgreSQL URL.
+
+    Parameters
+    ----------
+    location : str or path-like, default "calibrate.duckdb"
+        A DuckDB file, or ``postgresql://[user[:password]@]host[:port]/database`` (also
+        ``postgres://``) for a store shared by a team. Credentials come from the URL,
+        the ``PG*`` environment variables or ``~/.pgpass``; they are never stored, and
+        messages show the URL with its password redacted.
+    read_only, allow_incomplete : bool, default False
+        As in :class:`ScoreStore`.
+
+    Returns
+    -------
+    ScoreStore
+        A :class:`ScoreStore`, or its PostgreSQL form
+        (:class:`calibrate.store.postgres.PostgresScoreStore`): the same methods.
+
+    Raises
+    ------
+    StoreError
+        If the store cannot be opened; for a URL also when the ``postgresql`` extra
+        (psycopg) is not installed.
+    """
+    if not is_store_url(location):
+        return ScoreStore(location, read_only=read_only, allow_incomplete=allow_incomplete)
+    try:
+        from calibrate.store.postgres import PostgresScoreStore
+    except ImportError as exc:
+        raise StoreError(
+            f"a PostgreSQL store needs the postgresql extra ({exc.name} is missing): "
+            "pip install 'calibrate[postgresql]'."
+        ) from None
+    return PostgresScoreStore(location, read_only=read_only,
+                              allow_incomplete=allow_incomplete)

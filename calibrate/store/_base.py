@@ -162,6 +162,10 @@ class StoreBase:
             con.commit()
             self._generation += 1
 
+    def _lock_dataset(self, con, dataset: str) -> None:
+        """Serialise registering a dataset's images between writers (inside the
+        transaction). One writer per DuckDB file: nothing to do; PostgreSQL locks."""
+
     # -- lookups ------------------------------------------------------------------------
 
     def _run_row(self, run_id: str) -> tuple[int, str]:

@@ -78,6 +78,7 @@ class ImagesMixin(StoreBase):
         with self._lock:
             self._require_writable("add images")
             with self._transaction(f"adding images to dataset {dataset!r}") as con:
+                self._lock_dataset(con, dataset)
                 src = f"_calibrate_images_{uuid.uuid4().hex}"
                 obj_src = f"_calibrate_objects_{uuid.uuid4().hex}"
                 con.register(src, table)
@@ -173,7 +174,7 @@ class ImagesMixin(StoreBase):
         try:
             con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE _calibrate_objects_new AS
-                    SELECT k.image_key, {", ".join("o." + c for c in cols.split(", "))}
+                    SELECT k.image_key, o.seq, {", ".join("o." + c for c in cols.split(", "))}
                     FROM {objects} o JOIN _calibrate_object_keys k USING (image_id)"""
             )
             con.execute(
@@ -195,7 +196,7 @@ class ImagesMixin(StoreBase):
                 f"""INSERT INTO objects (image_key, {cols})
                     SELECT image_key, {cols} FROM _calibrate_objects_new
                     WHERE image_key IN (SELECT image_key FROM _calibrate_objects_changed)
-                    ORDER BY image_key"""
+                    ORDER BY image_key, seq"""
             )
         finally:
             for table in ("_calibrate_object_keys", "_calibrate_objects_new",
@@ -362,8 +363,11 @@ def _objects_table(ids: list[str], object_lists: list) -> pa.Table:
             cols["x_max"].append(x_max)
             cols["y_max"].append(y_max)
             cols["ignore"].append(bool(obj.ignore))
+    # seq: the manifest's order, which the rowids of an image's boxes keep (a join
+    # does not keep row order, and a sort by image alone need not be stable).
     return pa.table({
         "image_id": pa.array(cols["image_id"], pa.string()),
+        "seq": pa.array(range(len(cols["image_id"])), pa.int64()),
         "label": pa.array(cols["label"], pa.string()),
         **{c: pa.array(cols[c], pa.float64()) for c in ("x_min", "y_min", "x_max", "y_max")},
         "ignore": pa.array(cols["ignore"], pa.bool_()),

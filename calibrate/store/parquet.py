@@ -80,13 +80,17 @@ class ParquetMixin(WritesMixin, BulkWritesMixin):
             WHERE {' AND '.join(conds)}
             ORDER BY r.run_key, ri.image_key, res.label, res.score DESC"""
         with self._lock:
-            try:
-                self._db().sql(query, params=params).write_parquet(str(path))
-            except duckdb.Error as exc:
-                raise StoreError(f"exporting to {path} failed: {exc}") from exc
+            self._write_parquet(query, params, path)
         import pyarrow.parquet as pq
 
         return int(pq.read_metadata(path).num_rows)
+
+    def _write_parquet(self, query: str, params: dict, path: Path) -> None:
+        """Write the rows of ``query`` to a Parquet file (the PostgreSQL store overrides)."""
+        try:
+            self._db().sql(query, params=params).write_parquet(str(path))
+        except duckdb.Error as exc:
+            raise StoreError(f"exporting to {path} failed: {exc}") from exc
 
     def import_parquet(self, path: str | Path, *, dataset: str) -> str:
         """Load a file written by :meth:`export_parquet` into new runs of this store.

@@ -7,7 +7,8 @@ import json
 import math
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -320,7 +321,40 @@ class WritesMixin(ImagesMixin):
                     batch.add_scored(keys[image_id], image_id, detection, attempts)
                 for image_id, kind, message, attempts in failed:
                     batch.add_failed(keys[image_id], kind, message, attempts)
-                batch.insert(con, run_key, _utc_now(), self._insert_arrow)
+                self._write_batch(con, run_key, batch)
+
+    def _write_batch(self, con, run_key: int, batch: _RecordBatch) -> None:
+        """Write one :meth:`record` batch inside its transaction (a single writer: the
+        images not yet done were found above). The PostgreSQL store overrides it."""
+        batch.insert(con, run_key, _utc_now(), self._insert_arrow)
+
+    # -- sharing a run between processes ------------------------------------------------
+
+    @contextmanager
+    def run_lock(self, detector: str, model_version: str, dataset: str) -> Iterator[None]:
+        """Hold while finding or beginning the run of a detector version on a dataset,
+        so that processes scoring the same pair at once share one run.
+
+        A DuckDB file has one writer, so this holds nothing here; a PostgreSQL store
+        takes a lock on the server.
+        """
+        yield
+
+    def claim_images(self, run_id: str, image_ids: list[str]) -> set[str]:
+        """Claim images of a run for this process before calling the detector on them.
+
+        Parameters
+        ----------
+        run_id : str
+        image_ids : list of str
+
+        Returns
+        -------
+        set of str
+            The ids this process may score. A DuckDB file has one writer, so all of
+            them; a PostgreSQL store leaves out images another live process claimed.
+        """
+        return set(image_ids)
 
     @staticmethod
     def _done_keys(con, run_key: int, image_keys: Iterable[int]) -> set[int]:
