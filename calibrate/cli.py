@@ -9,7 +9,6 @@ Exit codes: 0 success, 2 bad input or usage (the message says what to fix).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from enum import Enum
@@ -27,12 +26,12 @@ from calibrate.cli_probability import monitor_cmd as _monitor_cmd
 from calibrate.errors import CalibrateError, InputError
 from calibrate.io import dumps_json
 from calibrate.policy import PolicySet, by_action
-from calibrate.render import Column, KeyTable
+from calibrate.render import Column, KeyTable, print_part_decision
+from calibrate.render import short_threshold as _short_threshold
 from calibrate.render import count as _count
 from calibrate.render import figure as _figure
 from calibrate.render import timestamp as _timestamp
 from calibrate.secrets import scrub
-from calibrate.thresholds import format_threshold as _threshold_text
 
 __all__ = [
     "BUILTIN_DETECTORS",
@@ -508,69 +507,7 @@ def _print_thresholds(outcome) -> None:
                          "if_limit_unproven (see the options above)."), highlight=False,
                   soft_wrap=False)
     for d in outcome.parts:
-        _print_part_decision(d)
-
-
-_PART_COLUMNS = [("cutoffs", True, "left"), ("scraps good % (up)", False, "right"),
-                 ("ships defective % (up)", False, "right"), ("review %", False, "right"),
-                 ("line scrap %", False, "right"), ("cost", False, "right"),
-                 ("limits", True, "left")]
-
-
-def _part_cells(f) -> list:
-    met = Text("-") if not f.limit_checks else (
-        Text("met", "green") if f.limits_met else Text("not met", "red"))
-    return [f"{_figure(f.false_reject_rate * 100)} ({_figure(f.false_reject_rate_upper * 100)})",
-            f"{_figure(f.false_accept_rate * 100)} ({_figure(f.false_accept_rate_upper * 100)})",
-            _figure(f.line_review_fraction * 100) if f.review_cutoffs else "-",
-            _figure(f.line_scrap_fraction * 100), _figure(f.expected_cost), met]
-
-
-def _print_part_decision(d) -> None:
-    """What the station does with whole parts: per-label, joint and review-band cutoffs."""
-    out.print(escape(f"\nWhole parts, {d.detector} {d.model_version}: the station scraps a "
-                     "part when any label fires"), highlight=False, soft_wrap=False,
-              style="bold")
-    table = KeyTable([Column(n, key=k, justify=j) for n, k, j in _PART_COLUMNS])
-    heads = [n for n, _, _ in _PART_COLUMNS]
-    for row in d.rows:
-        table.add_row([Text(row.name, "bold"), *_part_cells(row.calibration)])
-        if row.held_out is not None:
-            lead = Text(f"on {d.held_out_split}", "dim")
-            cells = [lead, *_part_cells(row.held_out)]
-            table.add_row(cells, lead=lead, sub=True,
-                          fields=[(n, v) for n, v in zip(heads[1:], cells[1:]) if str(v)])
-    table.print(out)
-    cut = KeyTable([Column("label", key=True), *[Column(r.name, justify="right")
-                                                  for r in d.rows]])
-    for j, lab in enumerate(d.labels):
-        cells = []
-        for r in d.rows:
-            f = r.calibration
-            hi = _short_threshold(f.reject_cutoffs[j])
-            lo = None if f.review_cutoffs is None else f.review_cutoffs[j]
-            cells.append(hi if lo is None or lo == f.reject_cutoffs[j]
-                         else f"{_short_threshold(lo)}-{hi}")
-        cut.add_row([Text(lab, "bold"), *cells])
-    cut.print(out)
-    n_good = d.rows[0].calibration.n_good
-    n_def = d.rows[0].calibration.n_defective
-    lines = [
-        f"Scraps good % = good parts scrapped of {n_good:,}, ships defective % = defective "
-        f"parts shipped of {n_def:,} (exact upper bounds); review % and line scrap % are "
-        f"shares of the line's parts, cost per line part, at the line's defect share "
-        f"{d.rows[0].calibration.prevalence:.4g}. Cutoffs: fire when score >= cutoff; "
-        "a review band shows T_low-T_high (review from T_low, scrap from T_high)."]
-    for r in d.rows:
-        if r.choice is not None:
-            lines.append(f"{r.name}: {r.choice.method}.")
-    lines += [f"note: {n}" for n in d.notes]
-    for line in lines:
-        out.print(escape(line), highlight=False, soft_wrap=False)
-
-
-def _short_threshold(t: float) -> str:
-    return _threshold_text(t, never="never", always="always") if math.isinf(t) else _figure(t)
+        print_part_decision(d, out)
 
 
 def _parse_options(pairs: list[str] | None) -> dict[str, object]:

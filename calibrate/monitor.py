@@ -54,14 +54,13 @@ from typing import Any
 
 import numpy as np
 
-from calibrate import stats
 from calibrate.curves import CountTable
 from calibrate.errors import InputError
 from calibrate.io import jsonable
 from calibrate.policy import by_action
 from calibrate.probability import CalibrationMap, fit_calibration_map, map_bootstrap
 from calibrate.score_meaning import Composition, mixture_probability, version_composition
-from calibrate.thresholds import format_figure, format_rate, format_threshold
+from calibrate.thresholds import format_figure, format_rate
 from calibrate.thresholds_file import ThresholdEntry, ThresholdsFile
 
 __all__ = [

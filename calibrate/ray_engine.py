@@ -44,7 +44,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,7 +317,10 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         _probe(address)
     t0 = time.monotonic()
     with _without_rays_sigterm_handler(), stop_on_sigterm():
-        start = _open_run(dataset, detector, store, opts)
+        # As in the runner: processes scoring the same pair into a shared PostgreSQL
+        # store find or begin the run one at a time, so they share it.
+        with store.run_lock(detector.name, detector.model_version, dataset.name):
+            start = _open_run(dataset, detector, store, opts)
         if not start.todo:
             return _close_without_calls(start, store, t0)
         _note_stored_successes(detector, store, start)  # before the detector is pickled
@@ -384,7 +387,8 @@ def _run(start: _Start, detector: Detector, store, opts: RunOptions, ropts: RayO
     """
     blob = _pickled(detector)
     writer = _Writer(store, start.run_id)
-    passes = _Passes(opts, ropts, blob)
+    passes = _Passes(opts, ropts, blob,
+                     claim=lambda ids: store.claim_images(start.run_id, ids))
     bar = _ProgressBar(opts.progress, f"{detector.name} {detector.model_version}", start, t0)
     status = "finished"
     try:
@@ -427,8 +431,12 @@ class _Passes:
     It stands in for the runner's pool, so the runner's ``_finish`` closes it.
     """
 
-    def __init__(self, opts: RunOptions, ropts: RayOptions, blob: bytes):
+    def __init__(self, opts: RunOptions, ropts: RayOptions, blob: bytes,
+                 claim: Callable[[list[str]], set[str]] | None = None):
         self.opts, self.ropts, self.blob = opts, ropts, blob
+        # Claims images before a pass sends them: another process sharing the run (a
+        # PostgreSQL store) keeps the images it claimed (``store.claim_images``).
+        self.claim = claim or set
         self.tally = Tally()
         self.fatal: str | None = None
         self.rng = random.Random()
@@ -451,6 +459,9 @@ class _Passes:
                 room = min(room, self.opts.max_calls - self.tally.calls)
             if room <= 0:
                 break
+            pending, room = self._claimed(pending, room)
+            if room == 0:
+                continue  # another process holds this whole window: claim the next
             now, ready = time.monotonic(), max(p.ready_at for p in pending[:room])
             if ready > now:
                 time.sleep(ready - now)  # every image of the pass waits its backoff out
@@ -459,6 +470,18 @@ class _Passes:
         if self.fatal is not None:
             return "failed"
         return "call_budget" if pending else "finished"
+
+    def _claimed(self, pending: list[_Pending], room: int) -> tuple[list[_Pending], int]:
+        """``pending`` without the images of the next pass (its first ``room``) that
+        another process claimed, and how many of the next pass are left.
+
+        Images sent before (retries) are this process's already; the others are
+        claimed now, a pass at a time, so a killed process's images are taken over.
+        """
+        fresh = [p.image.image_id for p in pending[:room] if p.attempts == 0]
+        mine = self.claim(fresh) if fresh else set()
+        kept = [p for p in pending[:room] if p.attempts or p.image.image_id in mine]
+        return kept + pending[room:], len(kept)
 
     def _pass(self, ray, items: list[_Pending], actors: int, writer: _Writer,
               bar: _ProgressBar) -> None:

@@ -87,7 +87,7 @@ def expected_calibration_error(probability, positive, weight=None, n_bins: int =
     """ECE with equal-mass bins: ``sum_b (n_b / N) |observed_b - mean predicted_b|``."""
     p, y, w = _pyw(probability, positive, weight)
     b = equal_mass_bins(p, w, n_bins)
-    n = np.bincount(b, weights=w, minlength=n_bins)
+    # (n_b / N) |obs_b / n_b - pred_b / n_b| = |obs_b - pred_b| / N: no bin count needed
     obs = np.bincount(b, weights=w * y, minlength=n_bins)
     pred = np.bincount(b, weights=w * p, minlength=n_bins)
     return float(np.abs(obs - pred).sum() / w.sum())

@@ -19,12 +19,15 @@ from typing import Union
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from calibrate.thresholds import format_figure as figure
+from calibrate.thresholds import format_threshold
 
-__all__ = ["Column", "KeyTable", "count", "figure", "percent", "timestamp"]
+__all__ = ["Column", "KeyTable", "count", "figure", "percent", "print_part_decision",
+           "short_threshold", "timestamp"]
 
 Cell = Union[str, Text]
 
@@ -189,3 +192,75 @@ class KeyTable:
             console.print(Text(self.title), soft_wrap=False, overflow="fold")
         for line in self.stacked_lines(console.width):
             console.print(line, soft_wrap=False, overflow="fold", highlight=False)
+
+
+def short_threshold(t: float) -> str:
+    """A cutoff in four significant digits, or ``never`` / ``always`` for +-inf."""
+    return format_threshold(t, never="never", always="always") if math.isinf(t) else figure(t)
+
+
+# -- whole parts -------------------------------------------------------------------------
+
+_PART_COLUMNS = [("cutoffs", True, "left"), ("scraps good % (up)", False, "right"),
+                 ("ships defective % (up)", False, "right"), ("review %", False, "right"),
+                 ("line scrap %", False, "right"), ("cost", False, "right"),
+                 ("limits", True, "left")]
+
+
+def _part_cells(f) -> list:
+    met = Text("-") if not f.limit_checks else (
+        Text("met", "green") if f.limits_met else Text("not met", "red"))
+    return [f"{figure(f.false_reject_rate * 100)} ({figure(f.false_reject_rate_upper * 100)})",
+            f"{figure(f.false_accept_rate * 100)} ({figure(f.false_accept_rate_upper * 100)})",
+            figure(f.line_review_fraction * 100) if f.review_cutoffs else "-",
+            figure(f.line_scrap_fraction * 100), figure(f.expected_cost), met]
+
+
+def print_part_decision(d, out: Console) -> None:
+    """Print what the station does with whole parts: per-label, joint and review-band
+    cutoffs, their part-level figures and the cutoffs per label.
+
+    Parameters
+    ----------
+    d : calibrate.parts.PartDecision
+    out : rich.console.Console
+    """
+    out.print(escape(f"\nWhole parts, {d.detector} {d.model_version}: the station scraps a "
+                     "part when any label fires"), highlight=False, soft_wrap=False,
+              style="bold")
+    table = KeyTable([Column(n, key=k, justify=j) for n, k, j in _PART_COLUMNS])
+    heads = [n for n, _, _ in _PART_COLUMNS]
+    for row in d.rows:
+        table.add_row([Text(row.name, "bold"), *_part_cells(row.calibration)])
+        if row.held_out is not None:
+            lead = Text(f"on {d.held_out_split}", "dim")
+            cells = [lead, *_part_cells(row.held_out)]
+            table.add_row(cells, lead=lead, sub=True,
+                          fields=[(n, v) for n, v in zip(heads[1:], cells[1:]) if str(v)])
+    table.print(out)
+    cut = KeyTable([Column("label", key=True), *[Column(r.name, justify="right")
+                                                  for r in d.rows]])
+    for j, lab in enumerate(d.labels):
+        cells = []
+        for r in d.rows:
+            f = r.calibration
+            hi = short_threshold(f.reject_cutoffs[j])
+            lo = None if f.review_cutoffs is None else f.review_cutoffs[j]
+            cells.append(hi if lo is None or lo == f.reject_cutoffs[j]
+                         else f"{short_threshold(lo)}-{hi}")
+        cut.add_row([Text(lab, "bold"), *cells])
+    cut.print(out)
+    n_good = d.rows[0].calibration.n_good
+    n_def = d.rows[0].calibration.n_defective
+    lines = [
+        f"Scraps good % = good parts scrapped of {n_good:,}, ships defective % = defective "
+        f"parts shipped of {n_def:,} (exact upper bounds); review % and line scrap % are "
+        f"shares of the line's parts, cost per line part, at the line's defect share "
+        f"{d.rows[0].calibration.prevalence:.4g}. Cutoffs: fire when score >= cutoff; "
+        "a review band shows T_low-T_high (review from T_low, scrap from T_high)."]
+    for r in d.rows:
+        if r.choice is not None:
+            lines.append(f"{r.name}: {r.choice.method}.")
+    lines += [f"note: {n}" for n in d.notes]
+    for line in lines:
+        out.print(escape(line), highlight=False, soft_wrap=False)

@@ -432,7 +432,6 @@ def _describe(
     """Evaluate one candidate threshold: rates, bounds, cost, limit checks, explanation."""
     n_pos, n_neg = curve.n_positive, curve.n_negative
     errs = policy.errors(fn, fp, n_pos, n_neg)
-    conf = policy.confidence
     fa_up, fr_up = policy.upper_bounds(errs)
     # At the detection unit objects that no detection matches are missed at any cutoff.
     floor = int(curve.false_negatives[-1]) if policy.detection_unit and len(curve) else 0

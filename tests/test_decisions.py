@@ -18,7 +18,7 @@ from calibrate.cli import app
 from calibrate.errors import InputError
 from calibrate.policy import Policy, PolicyError, load_policy_file
 from calibrate.store import ScoreStore
-from calibrate.thresholds import choose_thresholds_from_store, evaluate_threshold
+from calibrate.thresholds import choose_thresholds_from_store
 from calibrate.curves import error_curve
 from calibrate.workflow import choose_from_store
 from tests.parts_fixture import build_parts_store, refusing_parts_policy

@@ -365,3 +365,32 @@ def test_a_study_file_chooses_the_engine_in_its_run_table(tmp_path):
         load_study(write_study(tmp_path, run_extra='engine = "spark"'))
     with pytest.raises(StudyError, match='batch_size need engine = "ray"'):
         load_study(write_study(tmp_path, run_extra="batch_size = 8"))
+
+
+def test_on_a_shared_postgresql_store_images_another_process_claimed_are_left_to_it(
+        tmp_path, ray_address, pg_url):
+    """A run shared through PostgreSQL: the images a live process claimed are not sent
+    on Ray; once that process has scored them, the run holds every image once."""
+    from calibrate.store import open_store
+
+    ds = read_manifest(make_parts(tmp_path / "parts", n_parts=24, seed=5))
+    ids = [img.image_id for img in ds.images]
+    with open_store(pg_url) as other:  # stands for another calibrate process, still alive
+        other.add_images(ds.name, ds.images, complete=True)
+        with open_store(pg_url) as mine:
+            detector = SurfaceDefectDetector("v2")
+            # The other process opened the run and claimed the first 8 images.
+            run_id = other.begin_run(detector=detector.name, model_version="v2",
+                                     dataset=ds.name, dataset_fingerprint=ds.fingerprint,
+                                     settings=dict(detector.settings()), labels=None,
+                                     detection_floor=detector.detection_floor)
+            assert other.claim_images(run_id, ids[:8]) == set(ids[:8])
+            summary = score_on_ray(ds, SurfaceDefectDetector("v2"), mine, RunOptions(**QUIET),
+                                   ONE_ACTOR)
+            assert summary.run_id == run_id  # the run is shared, not begun again
+            assert summary.calls == 16 and summary.scored == 16
+            assert mine.done_image_ids(run_id) == set(ids[8:])
+            # The other process finishes its own images; every image is then done once.
+            local = score_dataset(ds, SurfaceDefectDetector("v2"), other, RunOptions(**QUIET))
+            assert local.calls == 8
+            assert mine.done_image_ids(run_id) == set(ids)

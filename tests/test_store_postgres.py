@@ -24,7 +24,9 @@ from tests import test_store as base
 from tests import test_store_detections as dets
 from tests.test_store import begin, det, image
 
-pytestmark = pytest.mark.filterwarnings("ignore::calibrate.store.IncompleteDataWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::calibrate.store.IncompleteDataWarning"),
+              # one throwaway PostgreSQL cluster per worker: keep these tests together
+              pytest.mark.xdist_group("postgresql")]
 
 
 @pytest.fixture

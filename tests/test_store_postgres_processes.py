@@ -21,6 +21,8 @@ from tests.parts_fixture import PARTS_POLICY
 from tests.test_runner import _run_cli, _wait_for_calls, make_set
 
 pytestmark = [
+    # one throwaway PostgreSQL cluster per worker: keep these tests together
+    pytest.mark.xdist_group("postgresql"),
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
     pytest.mark.filterwarnings("ignore::calibrate.store.IncompleteDataWarning"),
 ]

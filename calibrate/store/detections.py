@@ -22,7 +22,7 @@ from calibrate.store.model import DetectionRows
 from calibrate.store.selection import SelectionMixin, latest_and_failed_ctes
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
+    pass
 
 __all__ = ["DetectionsMixin"]
 

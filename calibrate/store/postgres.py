@@ -63,7 +63,7 @@ RETURNING image_key"""
 
 #: (images of the run's dataset not finished by it, claims on it held by other live
 #: connections, claims on it at all).
-_RUN_STATE_SQL = f"""
+_RUN_STATE_SQL = """
 SELECT (SELECT count(*) FROM images i
         WHERE i.dataset = %(dataset)s AND i.current AND NOT EXISTS (
             SELECT 1 FROM run_images ri WHERE ri.run_key = %(run)s AND ri.image_key = i.image_key)),
