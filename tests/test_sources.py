@@ -459,3 +459,27 @@ def test_a_detection_unit_label_is_refused_from_a_scores_dataset(parts_dataset, 
     dent = [x for x in rows if x["label"] == "dent"]
     assert dent and all("unit = \"detection\"" in x["problem"] for x in dent)
     assert all("problem" not in x for x in rows if x["label"] != "dent")
+
+
+def test_a_sqlalchemy_engine_or_connection_counts_what_the_store_counts(parts_dataset,
+                                                                        tmp_path):
+    """SQLAlchemy objects are taken as they are; the dialect comes from the engine."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    store_path, folder = parts_dataset
+    flat = _flat_frame(folder)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'scores.db'}")
+    flat.assign(positive=flat["positive"].astype(int), failed=flat["failed"].astype(int)
+                ).to_sql("qc_scores", engine, index=False)
+    with ScoreStore(store_path, read_only=True) as store:
+        want = store.count_table("surface-defect", "v2", "spot", split="calibration")
+    by_engine = count_table_from_sql(engine, "surface-defect", "v2", "spot",
+                                     table="qc_scores", split="calibration")
+    with engine.connect() as con:
+        by_connection = count_table_from_sql(con, "surface-defect", "v2", "spot",
+                                             table="qc_scores", split="calibration")
+    assert _same(by_engine, want) and _same(by_connection, want)
+    assert engine.pool.checkedout() == 0  # the engine's connection went back to its pool
+    with pytest.raises(InputError, match="pass dialect="):
+        count_table_from_sql(type("E", (), {"dialect": type("D", (), {"name": "exotic"})(),
+                                             "raw_connection": None})(),
+                             "surface-defect", "v2", "spot")

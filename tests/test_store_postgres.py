@@ -314,3 +314,30 @@ def test_every_read_agrees_with_the_duckdb_store(store, tmp_path):
         n = store._db().execute("SELECT count(*) FROM matches").fetchall()[0][0]
         store.detection_count_table(*key, duck.labels(*key)[0])
         assert store._db().execute("SELECT count(*) FROM matches").fetchall()[0][0] == n
+
+
+def test_a_flat_table_in_postgresql_counts_what_the_store_counts(pg_url, tmp_path):
+    """Scores already in a PostgreSQL table (the flat layout), read through a SQLAlchemy
+    engine: the count table equals the DuckDB store's on the same scores."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from calibrate.store import ScoreStore
+    from calibrate.store.sources import count_table_from_sql, export_scores_dataset
+    from tests.parts_fixture import build_parts_store
+    from tests.test_sources import _flat_frame
+
+    _, store_path = build_parts_store(tmp_path / "parts", n_parts=120)
+    with ScoreStore(store_path, read_only=True) as store:
+        export_scores_dataset(store, tmp_path / "flat")
+    engine = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    _flat_frame(tmp_path / "flat").to_sql("qc_scores", engine, index=False)
+    try:
+        with ScoreStore(store_path, read_only=True) as store:
+            for label in store.labels("surface-defect", "v2"):
+                want = store.count_table("surface-defect", "v2", label, split="calibration")
+                got = count_table_from_sql(engine, "surface-defect", "v2", label,
+                                           table="qc_scores", split="calibration")
+                assert np.array_equal(got.scores, want.scores)
+                assert np.array_equal(got.n_positive, want.n_positive)
+                assert np.array_equal(got.n_negative, want.n_negative)
+    finally:
+        engine.dispose()

@@ -747,25 +747,56 @@ def _spark_columns(df, where: str) -> set[str]:
     return set(types)
 
 
+#: SQLAlchemy dialect names whose sqlglot dialect has another name.
+_SQLALCHEMY_DIALECTS = {"postgresql": "postgres", "mssql": "tsql", "oracle": "oracle",
+                        "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite",
+                        "duckdb": "duckdb", "snowflake": "snowflake", "bigquery": "bigquery"}
+
+
+def _dbapi(connection, dialect: str | None) -> tuple[Any, str, bool]:
+    """A DB-API connection, its sqlglot dialect and whether it was opened here (to be
+    closed after), from a DB-API connection or a SQLAlchemy ``Engine`` / ``Connection``
+    (whose dialect names the engine).
+
+    SQLAlchemy is not imported: an object is taken for one by the attributes it has.
+    """
+    sa_dialect = getattr(getattr(connection, "dialect", None), "name", None)
+    if sa_dialect is None:
+        return connection, dialect or "sqlite", False
+    if dialect is None:
+        dialect = _SQLALCHEMY_DIALECTS.get(sa_dialect)
+        if dialect is None:
+            raise InputError(f"SQLAlchemy dialect {sa_dialect!r} has no known sqlglot "
+                             "dialect; pass dialect= (e.g. 'postgres', 'tsql').")
+    if hasattr(connection, "raw_connection"):  # an Engine: borrow a pooled connection
+        return connection.raw_connection(), dialect, True
+    if hasattr(connection, "exec_driver_sql"):  # a Connection, inside its transaction
+        return connection.connection, dialect, False
+    raise InputError(f"{type(connection).__name__} is neither a DB-API connection nor a "
+                     "SQLAlchemy Engine or Connection.")
+
+
 def count_table_from_sql(connection, detector: str, model_version: str, label: str, *,
-                         table: str = DEFAULT_RELATION, dialect: str = "sqlite",
+                         table: str = DEFAULT_RELATION, dialect: str | None = None,
                          split: str | None = None, failed: bool | None = None,
                          round_to: int | None = None) -> SourceCountTable:
-    """One label's count table computed by any SQL engine through a DB-API connection.
+    """One label's count table computed by any SQL engine through a DB-API connection
+    or a SQLAlchemy engine or connection.
 
     The query is :func:`count_table_query` for ``dialect`` (values inlined as the
-    dialect's literals, so the driver's parameter style does not matter). With
-    SQLAlchemy, pass ``engine.raw_connection()``.
+    dialect's literals, so the driver's parameter style does not matter).
 
     Parameters
     ----------
-    connection : DB-API 2.0 connection
-        e.g. ``sqlite3.connect(...)``, ``duckdb.connect(...)``, ``psycopg.connect(...)``.
+    connection : DB-API 2.0 connection, or SQLAlchemy Engine or Connection
+        e.g. ``sqlite3.connect(...)``, ``duckdb.connect(...)``, ``psycopg.connect(...)``,
+        ``sqlalchemy.create_engine(url)``.
     detector, model_version, label : str
     table : str, default "calibrate_scores"
         The table or view with the flat layout.
-    dialect : str, default "sqlite"
-        The engine's sqlglot dialect.
+    dialect : str, optional
+        The engine's sqlglot dialect. Default: a SQLAlchemy object's own dialect, else
+        ``"sqlite"``.
     split : str, optional
         Only rows of this split.
     failed : bool, optional
@@ -783,6 +814,20 @@ def count_table_from_sql(connection, detector: str, model_version: str, label: s
         On a missing column, truth values that are not boolean, scores that are not
         numbers, NaN or +inf, a query the engine refuses, or no rows for the label.
     """
+    connection, dialect, borrowed = _dbapi(connection, dialect)
+    try:
+        return _count_from_dbapi(connection, detector, model_version, label, table=table,
+                                 dialect=dialect, split=split, failed=failed,
+                                 round_to=round_to)
+    finally:
+        if borrowed:
+            connection.close()  # back to the engine's pool
+
+
+def _count_from_dbapi(connection, detector: str, model_version: str, label: str, *,
+                      table: str, dialect: str, split: str | None, failed: bool | None,
+                      round_to: int | None) -> SourceCountTable:
+    """:func:`count_table_from_sql` on a DB-API connection."""
     where = f"table {table}"
     if failed is None or split is not None:
         cols = _sql_columns(connection, table, where)
