@@ -230,16 +230,20 @@ def print_part_decision(d, out: Console) -> None:
               style="bold")
     table = KeyTable([Column(n, key=k, justify=j) for n, k, j in _PART_COLUMNS])
     heads = [n for n, _, _ in _PART_COLUMNS]
+    deployed = d.deployed.name
     for row in d.rows:
-        table.add_row([Text(row.name, "bold"), *_part_cells(row.calibration)])
+        # The row the policy deploys (what exports write) carries a star.
+        name = f"{row.name} *" if row.name == deployed else row.name
+        table.add_row([Text(name, "bold"), *_part_cells(row.calibration)])
         if row.held_out is not None:
             lead = Text(f"on {d.held_out_split}", "dim")
             cells = [lead, *_part_cells(row.held_out)]
             table.add_row(cells, lead=lead, sub=True,
                           fields=[(n, v) for n, v in zip(heads[1:], cells[1:]) if str(v)])
     table.print(out)
-    cut = KeyTable([Column("label", key=True), *[Column(r.name, justify="right")
-                                                  for r in d.rows]])
+    cut = KeyTable([Column("label", key=True), *[
+        Column(f"{r.name} *" if r.name == deployed else r.name, justify="right")
+        for r in d.rows]])
     for j, lab in enumerate(d.labels):
         cells = []
         for r in d.rows:
@@ -257,7 +261,8 @@ def print_part_decision(d, out: Console) -> None:
         f"parts shipped of {n_def:,} (exact upper bounds); review % and line scrap % are "
         f"shares of the line's parts, cost per line part, at the line's defect share "
         f"{d.rows[0].calibration.prevalence:.4g}. Cutoffs: fire when score >= cutoff; "
-        "a review band shows T_low-T_high (review from T_low, scrap from T_high)."]
+        "a review band shows T_low-T_high (review from T_low, scrap from T_high). "
+        f"* = deployed (the policy's deploy = \"{d.policy.deploy}\"): exports write it."]
     for r in d.rows:
         if r.choice is not None:
             lines.append(f"{r.name}: {r.choice.method}.")

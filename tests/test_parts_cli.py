@@ -50,6 +50,9 @@ def test_thresholds_show_what_the_line_scraps_and_ships(review_run):
                     "defective parts shipped",
                     "not provably optimal", "held-out bound"):
             assert row in " ".join(block.split()), row
+        # The row the policy deploys (per_label by default) is marked, once per table.
+        assert "per-label *" in block and "joint *" not in block
+        assert 'deployed (the policy\'s deploy = "per_label")' in " ".join(block.split())
 
 
 def test_recorded_part_figures_are_reproduced_from_the_store(review_run, parts_store):
