@@ -610,7 +610,6 @@ def score(
     from calibrate.pricing import estimate_cost
     from calibrate.ray_engine import RayOptions
     from calibrate.runner import RunOptions, Terminated, plan_run, stop_on_sigterm
-    from calibrate.store import open_store
 
     def show_plan(o) -> None:
         if o.estimate is not None:
@@ -624,9 +623,8 @@ def score(
         # workflow.score opens the store for writing, which creates a missing file (and
         # migrates an old one): a dry run reads the store, or plans against an empty one.
         labeled = read_manifest(dataset)
-        exists = store.exists()
         with workflow.open_detector(detector, model_version, _parse_options(option)) as det, \
-                open_store(store if exists else ":memory:", read_only=exists) as st:
+                _store_to_plan_against(store) as st:
             plan = plan_run(labeled, det, st, opts)
             show_plan(workflow.ScoreOutcome(labeled, det.name, det.model_version, plan,
                                             estimate_cost(det, plan.to_score, price_file)))
@@ -651,6 +649,19 @@ def score(
     except CalibrateError as exc:
         _fail(exc)
     _print_score_summary(outcome, store, max_calls)
+
+
+def _store_to_plan_against(store):
+    """The store opened read-only, or an empty in-memory one where none exists yet (a
+    missing file, an empty PostgreSQL database): a dry run never creates a store."""
+    from calibrate.store import EmptyStoreError, open_store
+
+    if not store.exists():
+        return open_store(":memory:")
+    try:
+        return open_store(store, read_only=True)
+    except EmptyStoreError:
+        return open_store(":memory:")
 
 
 def _print_score_summary(outcome, store: Path, max_calls: int | None) -> None:

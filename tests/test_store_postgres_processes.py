@@ -187,6 +187,19 @@ def test_a_bad_url_is_one_line_with_exit_2_and_no_password(tmp_path):
     assert len(res.output.strip().splitlines()) == 1
 
 
+def test_a_dry_run_against_an_empty_database_plans_and_creates_nothing(tmp_path, pg_url):
+    import psycopg
+
+    manifest = make_set(tmp_path, 12)
+    res = runner.invoke(app, [*_score_args(manifest, pg_url, tmp_path / "tally"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "12 image(s) to score, 0 already in" in " ".join(res.output.split())
+    assert not _calls(tmp_path / "tally")
+    with psycopg.connect(pg_url) as con:  # still empty: no schema was created
+        assert con.execute("SELECT count(*) FROM information_schema.tables "
+                           "WHERE table_schema = current_schema()").fetchone()[0] == 0
+
+
 def test_a_study_file_may_name_a_postgresql_store(tmp_path, pg_url):
     from calibrate.store import StoreURL
     from calibrate.study import load_study, run_study

@@ -144,6 +144,7 @@ import duckdb
 
 from calibrate.store.errors import (
     DatasetOverlapWarning,
+    EmptyStoreError,
     IncompleteDataError,
     IncompleteDataWarning,
     MigrationWarning,
@@ -173,6 +174,7 @@ __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "DatasetOverlapWarning",
+    "EmptyStoreError",
     "DetectionRows",
     "IncompleteDataError",
     "IncompleteDataWarning",

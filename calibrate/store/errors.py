@@ -8,6 +8,7 @@ from calibrate.errors import CalibrateError, CalibrateWarning, InputError
 
 __all__ = [
     "DatasetOverlapWarning",
+    "EmptyStoreError",
     "IncompleteDataError",
     "IncompleteDataWarning",
     "MigrationWarning",
@@ -23,6 +24,11 @@ class StoreError(CalibrateError):
     closed, is open read-only for a write, or when a database operation failed (the
     message then says that the transaction was rolled back).
     """
+
+
+class EmptyStoreError(StoreError):
+    """A store opened read-only holds no score store yet (an empty PostgreSQL database):
+    there is nothing to read, and a reader must not create the schema."""
 
 
 class SchemaVersionError(StoreError):

@@ -31,7 +31,7 @@ writers at once and the count table need:
 from __future__ import annotations
 
 from calibrate.store._base import _tool_version, _utc_now
-from calibrate.store.errors import SchemaVersionError, StoreError
+from calibrate.store.errors import EmptyStoreError, SchemaVersionError, StoreError
 from calibrate.store.schema import _VIEWS_SQL, SCHEMA_VERSION
 
 __all__ = ["prepare_pg_schema"]
@@ -241,7 +241,7 @@ def prepare_pg_schema(con, where: str, read_only: bool) -> None:
                 "empty database for the score store."
             )
         if read_only:
-            raise StoreError(
+            raise EmptyStoreError(
                 f"the PostgreSQL database {where} is empty, not yet a score store; open "
                 "it once without read_only to create the schema."
             )
