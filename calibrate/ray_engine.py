@@ -56,7 +56,7 @@ from calibrate.runner import (
     _attempt,
     _close_without_calls,
     _cpu_count,
-    _finish,
+    _closing,
     _note_stored_successes,
     _open_run,
     _ProgressBar,
@@ -390,18 +390,9 @@ def _run(start: _Start, detector: Detector, store, opts: RunOptions, ropts: RayO
     passes = _Passes(opts, ropts, blob,
                      claim=lambda ids: store.claim_images(start.run_id, ids))
     bar = _ProgressBar(opts.progress, f"{detector.name} {detector.model_version}", start, t0)
-    status = "finished"
-    try:
-        with connect(ropts, num_cpus=_local_cpus(opts, ropts)) as ray, bar:
-            status = passes.run(ray, start.todo, writer, bar)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    except BaseException:
-        status = "failed"
-        raise
-    finally:
-        _finish(start, detector, store, passes, writer, passes.tally, status, t0)
+    with _closing(start, detector, store, passes, writer, passes.tally, t0) as run, \
+            connect(ropts, num_cpus=_local_cpus(opts, ropts)) as ray, bar:
+        run.status = passes.run(ray, start.todo, writer, bar)
     return passes.fatal
 
 
@@ -428,7 +419,7 @@ class _Passes:
     most ``window`` of them), then one over the images to retry and the next ones, until
     none is left, the budget is spent or the run has to stop.
 
-    It stands in for the runner's pool, so the runner's ``_finish`` closes it.
+    It stands in for the runner's pool, so the runner's ``_closing`` closes it.
     """
 
     def __init__(self, opts: RunOptions, ropts: RayOptions, blob: bytes,

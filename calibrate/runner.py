@@ -638,20 +638,36 @@ def _schedule(start: _Start, detector: Detector, store, opts: RunOptions, t0: fl
     writer = _Writer(store, start.run_id)
     bar = _ProgressBar(opts.progress, f"{detector.name} {detector.model_version}", start, t0)
     scheduler = Scheduler(pool, writer.put, config, on_call_end=bar.advance, on_tick=bar.update)
-    status = "finished"
-    try:
-        with bar:
-            status = scheduler.run(_claimed(store, start.run_id, start.todo,
+    with _closing(start, detector, store, pool, writer, scheduler.tally, t0) as run, bar:
+        run.status = scheduler.run(_claimed(store, start.run_id, start.todo,
                                             max(2 * config.concurrency, 16)))
+    return scheduler.fatal
+
+
+@dataclass
+class _Ending:
+    """How a run's scoring ended: the status its engine returned, or set by an exception."""
+
+    status: str = "finished"
+
+
+@contextlib.contextmanager
+def _closing(start: _Start, detector, store, pool, writer: _Writer, tally: Tally,
+             t0: float) -> Iterator[_Ending]:
+    """Score in the ``with`` block (set ``.status``); then, whatever happened, close the
+    pool, commit what was handed over and close the run: interrupted on Ctrl-C or
+    SIGTERM, failed on any other exception. Shared by the local and the Ray engine."""
+    ending = _Ending()
+    try:
+        yield ending
     except KeyboardInterrupt:
-        status = "interrupted"
+        ending.status = "interrupted"
         raise
     except BaseException:
-        status = "failed"
+        ending.status = "failed"
         raise
     finally:
-        _finish(start, detector, store, pool, writer, scheduler.tally, status, t0)
-    return scheduler.fatal
+        _finish(start, detector, store, pool, writer, tally, ending.status, t0)
 
 
 def _claimed(store, run_id: str, todo: list, chunk: int) -> Iterator:

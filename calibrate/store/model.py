@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from calibrate.errors import InputError
 from calibrate.secrets import redact
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,6 +41,14 @@ RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 FAILURE_KINDS = ("retryable", "image", "fatal", "error")
 
 _FINISH_STATUSES = ("finished", "interrupted", "failed")
+
+
+def _check_finish_status(status: str) -> None:
+    """Refuse a status that a run cannot end with."""
+    if status not in _FINISH_STATUSES:
+        raise InputError(
+            f"status must be one of {', '.join(_FINISH_STATUSES)}, got {status!r}."
+        )
 
 
 # A settings key containing any of these (case-insensitive) has its value replaced.

@@ -33,11 +33,10 @@ import numpy as np
 import pyarrow as pa
 
 from calibrate.curves import CountTable
-from calibrate.errors import InputError
 from calibrate.store import ScoreStore
 from calibrate.store._base import _check_name, _utc_now
 from calibrate.store.errors import StoreError
-from calibrate.store.model import _FINISH_STATUSES, VersionData
+from calibrate.store.model import VersionData, _check_finish_status
 from calibrate.store.location import StoreURL, redact_url
 from calibrate.store.pg_connection import PgConnection
 from calibrate.store.pg_schema import prepare_pg_schema
@@ -256,10 +255,7 @@ class PostgresScoreStore(ScoreStore):
         it). A run nobody claimed images of (written through the API) is finished as
         asked.
         """
-        if status not in _FINISH_STATUSES:
-            raise InputError(
-                f"status must be one of {', '.join(_FINISH_STATUSES)}, got {status!r}."
-            )
+        _check_finish_status(status)
         with self._lock:
             self._require_writable("finish a run")
             with self._transaction(f"finishing run {run_id}") as con:

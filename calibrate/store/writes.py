@@ -25,7 +25,7 @@ from calibrate.store._base import (
     _utc_now,
 )
 from calibrate.store.images import ImagesMixin
-from calibrate.store.model import _FINISH_STATUSES, FAILURE_KINDS, settings_json
+from calibrate.store.model import FAILURE_KINDS, _check_finish_status, settings_json
 
 __all__ = ["WritesMixin"]
 
@@ -148,10 +148,7 @@ class WritesMixin(ImagesMixin):
             ``interrupted`` runs can be resumed: record into them again and finish them
             later.
         """
-        if status not in _FINISH_STATUSES:
-            raise InputError(
-                f"status must be one of {', '.join(_FINISH_STATUSES)}, got {status!r}."
-            )
+        _check_finish_status(status)
         with self._lock:
             self._require_writable("finish a run")
             with self._transaction(f"finishing run {run_id}") as con:
