@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from calibrate.detectors.base import Detector, FatalDetectorError
+from calibrate.detectors.base import Detector
 from calibrate.errors import InputError
 from calibrate.runner import (
     RunOptions,
@@ -59,6 +59,7 @@ from calibrate.runner import (
     _closing,
     _note_stored_successes,
     _open_run,
+    _raise_if_stopped,
     _ProgressBar,
     _Start,
     _Writer,
@@ -317,20 +318,12 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
         _probe(address)
     t0 = time.monotonic()
     with _without_rays_sigterm_handler(), stop_on_sigterm():
-        # As in the runner: processes scoring the same pair into a shared PostgreSQL
-        # store find or begin the run one at a time, so they share it.
-        with store.run_lock(detector.name, detector.model_version, dataset.name):
-            start = _open_run(dataset, detector, store, opts)
+        start = _open_run(dataset, detector, store, opts)
         if not start.todo:
             return _close_without_calls(start, store, t0)
         _note_stored_successes(detector, store, start)  # before the detector is pickled
         fatal = _run(start, detector, store, opts, ropts, t0)
-    if fatal is not None:
-        raise FatalDetectorError(
-            f"{detector.name} {detector.model_version}: the run stopped: {str(fatal).rstrip('.')}. "
-            f"Everything finished so far is stored (run {start.run_id}); fix the cause "
-            "and run the same command again to resume."
-        )
+    _raise_if_stopped(detector, start, fatal)
     return start.summary
 
 

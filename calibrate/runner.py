@@ -506,7 +506,17 @@ class _Start:
 def _open_run(dataset, detector: Detector, store, opts: RunOptions) -> _Start:
     """Register the images, continue the matching run (or begin one), copy in the
     stored results of unchanged images and record the images the manifest could not
-    load."""
+    load.
+
+    Processes scoring the same pair at once (a shared PostgreSQL store) do this one at
+    a time under the store's run lock, so they find and share one run.
+    """
+    with store.run_lock(detector.name, detector.model_version, dataset.name):
+        return _open_run_locked(dataset, detector, store, opts)
+
+
+def _open_run_locked(dataset, detector: Detector, store, opts: RunOptions) -> _Start:
+    """:func:`_open_run`, with the run lock held."""
     # Images the manifest reader could not load are registered too, so their failures
     # are kept with their ground truth instead of vanishing. The manifest is the whole
     # dataset now: images it no longer lists stop counting in curves.
@@ -599,20 +609,22 @@ def score_dataset(dataset, detector: Detector, store, options: RunOptions | None
     opts = options or RunOptions()
     t0 = time.monotonic()
     with stop_on_sigterm():
-        # Processes scoring the same pair at once (a shared PostgreSQL store) find or
-        # begin the run one at a time, so they share it.
-        with store.run_lock(detector.name, detector.model_version, dataset.name):
-            start = _open_run(dataset, detector, store, opts)
+        start = _open_run(dataset, detector, store, opts)
         if not start.todo:
             return _close_without_calls(start, store, t0)
         fatal = _schedule(start, detector, store, opts, t0)
+    _raise_if_stopped(detector, start, fatal)
+    return start.summary
+
+
+def _raise_if_stopped(detector: Detector, start: _Start, fatal: str | None) -> None:
+    """Raise :class:`FatalDetectorError` when the run had to stop (``fatal`` says why)."""
     if fatal is not None:
         raise FatalDetectorError(
             f"{detector.name} {detector.model_version}: the run stopped: {str(fatal).rstrip('.')}. "
             f"Everything finished so far is stored (run {start.run_id}); fix the cause "
             "and run the same command again to resume."
         )
-    return start.summary
 
 
 def _close_without_calls(start: _Start, store, t0: float) -> RunSummary:

@@ -35,15 +35,8 @@ def store(pg_url):
         yield s
 
 
-@pytest.fixture
-def parts(store):
-    """As tests/test_store.py's ``parts``, on PostgreSQL."""
-    store.add_images(
-        "parts",
-        [image(i, ["scratch"] if i % 2 else [], split="cal" if i < 4 else "test")
-         for i in range(6)],
-    )
-    return store
+# tests/test_store.py's ``parts`` (6 images of dataset 'parts'), on this module's store.
+parts = base.parts
 
 
 @pytest.fixture
