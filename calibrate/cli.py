@@ -22,6 +22,7 @@ from rich.text import Text
 
 from calibrate.detectors.registry import BUILTIN as _BUILTIN
 from calibrate.cli_probability import calibration_cmd as _calibration_cmd
+from calibrate.cli_probability import _store_location
 from calibrate.cli_probability import monitor_cmd as _monitor_cmd
 from calibrate.errors import CalibrateError, InputError
 from calibrate.io import dumps_json
@@ -66,13 +67,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-def _store_location(value):
-    """A ``--store`` value: a DuckDB file path, or a PostgreSQL URL (printed without its
-    password). Imported when parsed, so that commands without a store never load it."""
-    from calibrate.store.location import store_location
-
-    return store_location(value)
 
 
 def _console(stderr: bool = False) -> Console:

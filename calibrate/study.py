@@ -62,9 +62,8 @@ from calibrate.manifest import read_manifest
 from calibrate.parts import part_decisions_from_store, part_policy
 from calibrate.policy import PolicySet, load_policy_file
 from calibrate.report.html import build_report
-from calibrate import ray_engine
 from calibrate.ray_engine import RayOptions
-from calibrate.runner import RunOptions, score_dataset
+from calibrate.runner import RunOptions
 from calibrate.store import open_store, store_location
 from calibrate.thresholds import LabelThreshold, choose_thresholds_from_store
 from calibrate.thresholds_file import thresholds_file_from_results, write_thresholds_file
@@ -76,7 +75,7 @@ from calibrate.tomlfile import (  # noqa: F401 - key_lines: kept importable from
     key_name,
     load_toml,
 )
-from calibrate.workflow import ENGINES, open_detector
+from calibrate.workflow import ENGINES, open_detector, score_on
 
 __all__ = [
     "EXPORT_TARGETS",
@@ -601,10 +600,7 @@ def _score_all(study: Study, labeled, store, opts: RunOptions, result: StudyResu
     keys: list[tuple[str, str]] = []
     for spec in study.detectors:
         with open_detector(spec.detector, spec.model_version, spec.options) as det:
-            if study.engine == "ray":
-                summary = ray_engine.score_dataset(labeled, det, store, opts, study.ray)
-            else:
-                summary = score_dataset(labeled, det, store, opts)
+            summary = score_on(study.engine, labeled, det, store, opts, study.ray)
         result.runs.append(summary)
         keys.append((det.name, det.model_version))
         if summary.status == "call_budget":

@@ -45,6 +45,7 @@ __all__ = [
     "named_dataset_provenance",
     "part_decisions",
     "open_detector",
+    "score_on",
     "policies_from",
     "prevalence_notices",
     "score",
@@ -195,11 +196,29 @@ def score(dataset, detector: str, store, *, model_version: str | None = None,
             out.estimate = estimate_cost(det, plan.to_score, price_file)
         if on_plan is not None:
             on_plan(out)
-        if not dry_run and engine == "ray":
-            out.summary = ray_engine.score_dataset(labeled, det, st, opts, ray_options)
-        elif not dry_run:
-            out.summary = score_dataset(labeled, det, st, opts)
+        if not dry_run:
+            out.summary = score_on(engine, labeled, det, st, opts, ray_options)
     return out
+
+
+def score_on(engine: str, labeled, detector, store, options: RunOptions,
+             ray_options: RayOptions | None = None):
+    """Score a labeled set with an open detector into an open store on ``engine``.
+
+    Parameters
+    ----------
+    engine : {"local", "ray"}
+        :func:`calibrate.runner.score_dataset` or :func:`calibrate.ray_engine.score_dataset`.
+    labeled, detector, store, options, ray_options
+        As those functions take them (``ray_options`` only for ``"ray"``).
+
+    Returns
+    -------
+    calibrate.runner.RunSummary
+    """
+    if engine == "ray":
+        return ray_engine.score_dataset(labeled, detector, store, options, ray_options)
+    return score_dataset(labeled, detector, store, options)
 
 
 # ---------------------------------------------------------------------------------------
